@@ -1,0 +1,50 @@
+"""The ``substra-flows`` command: ``substra-flows local-node --organizations 2 --port 8000``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+
+def _local_node(args: argparse.Namespace) -> int:
+    from substra_flows.local_node import LocalNode
+
+    node = LocalNode(organizations=args.organizations, host=args.host, port=args.port, log_level=args.log_level)
+    node.start()
+    print(f"Local Substra node on {node.url} (Ctrl-C to stop; everything is deleted on exit)")
+    print(f"Server-path data samples must live under {node.servermedias_root}")
+    for org in node.organizations:
+        print(
+            f"  {org.name}: url={org.url} organization_id={org.organization_id} "
+            f"username={org.username} password={org.password} token={org.token}"
+        )
+    sys.stdout.flush()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``substra-flows`` console script."""
+    parser = argparse.ArgumentParser(prog="substra-flows")
+    commands = parser.add_subparsers(dest="command", required=True)
+    node = commands.add_parser("local-node", help="serve a local Substra node until Ctrl-C")
+    node.add_argument("--organizations", type=int, default=2, help="number of organizations (default 2)")
+    node.add_argument("--port", type=int, default=8000, help="TCP port on 127.0.0.1 (0: any free port)")
+    node.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    node.add_argument("--log-level", default="warning", help="uvicorn log level")
+    node.set_defaults(run=_local_node)
+    args = parser.parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
