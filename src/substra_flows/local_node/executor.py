@@ -47,6 +47,8 @@ class Executor:
         # __main__) talking over two pipes wrapped as multiprocessing Connections.
         cmd_read, cmd_write = os.pipe()
         res_read, res_write = os.pipe()
+        # The executor's own output (the SDK's progress bars and logs) goes to a file, not the caller's terminal.
+        self._log = open(workdir / "executor.log", "ab")
         self._process = subprocess.Popen(
             [
                 sys.executable,
@@ -60,6 +62,8 @@ class Executor:
             pass_fds=(cmd_read, res_write),
             cwd=workdir,
             stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             env=_child_env(),
         )
         os.close(cmd_read)
@@ -118,6 +122,7 @@ class Executor:
                 self._process.wait(timeout)
         self._send_conn.close()
         self._recv_conn.close()
+        self._log.close()
 
 
 def _child_env() -> dict[str, str]:

@@ -1,0 +1,414 @@
+"""One error hierarchy for everything the client can raise.
+
+Names follow the official SDK (``RequestException``, ``NotFound``, ``AlreadyExists``,
+``FutureFailureError``...) so code written against it keeps working, but every error here
+also carries the HTTP method, the URL path, the status code, the asset key when known and the
+server's own message. Secrets are scrubbed from every message (see :func:`redact`).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "AlreadyExists",
+    "AssetMaybeCreatedError",
+    "AuthenticationError",
+    "AuthorizationError",
+    "BadConfiguration",
+    "BadLoginException",
+    "ComputePlanKeyFormatError",
+    "ConfigurationError",
+    "ConfigurationInfoError",
+    "ConnectionError",
+    "FilterFormatError",
+    "FutureError",
+    "FutureFailureError",
+    "FutureTimeoutError",
+    "GatewayUnavailable",
+    "HTTPError",
+    "InternalServerError",
+    "InvalidRequest",
+    "InvalidResponse",
+    "InvalidSpec",
+    "KeyFormatError",
+    "LoadDataException",
+    "NotAllowedFilterError",
+    "NotFound",
+    "OrderingFormatError",
+    "RequestException",
+    "RequestTimeout",
+    "SDKException",
+    "SpecValidationError",
+    "SubstraError",
+    "TaskAssetError",
+    "TaskAssetMultipleFoundError",
+    "TaskAssetNotFoundError",
+    "Timeout",
+    "TooManyRequests",
+    "UnsafePathError",
+    "UsernamePasswordLoginDisabledException",
+    "register_secret",
+    "redact",
+    "redact_obj",
+]
+
+# --------------------------------------------------------------------------------------------
+# Redaction
+# --------------------------------------------------------------------------------------------
+
+_SECRETS: set[str] = set()
+_SECRETS_LOCK = threading.Lock()
+_MIN_SECRET_LEN = 4  # never register trivially short strings: they would mangle normal text
+
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # credentials look like long opaque strings; short words ("Token removed") are left alone
+    (re.compile(r"\b(Token|Bearer|Basic)\s+[A-Za-z0-9._~+/=\-]{16,}"), r"\1 ***"),
+    (re.compile(r"""(["']?(?:token|password|secret)["']?\s*[:=]\s*)["'][^"']*["']""", re.I), r"\1'***'"),
+    (re.compile(r"\b(token|password)=[^&\s]+", re.I), r"\1=***"),
+)
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a token or password so that :func:`redact` scrubs it from any text later."""
+    if value and len(value) >= _MIN_SECRET_LEN:
+        with _SECRETS_LOCK:
+            _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with every registered secret and every credential-looking pattern masked."""
+    if not text:
+        return text
+    with _SECRETS_LOCK:
+        secrets = sorted(_SECRETS, key=len, reverse=True)
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact_obj(value: Any) -> Any:
+    """:func:`redact` applied to every string inside nested dicts/lists (e.g. a parsed body)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [redact_obj(v) for v in value]
+    if isinstance(value, dict):
+        return {k: redact_obj(v) for k, v in value.items()}
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Base classes
+# --------------------------------------------------------------------------------------------
+
+
+class SubstraError(Exception):
+    """Base class of every error raised by substra_flows (the SDK calls it ``SDKException``)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        key: str | list[str] | None = None,
+        method: str | None = None,
+        url: str | None = None,
+        detail: Any = None,
+    ) -> None:
+        self.msg = redact(str(message))
+        self.status_code = status_code
+        self.key = key
+        self.method = method
+        self.url = url
+        self.detail = redact_obj(detail)
+        super().__init__(self.msg)
+
+    def __str__(self) -> str:
+        return self.msg
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.msg!r}, status_code={self.status_code!r}, key={self.key!r})"
+
+
+SDKException = SubstraError
+
+
+class ConfigurationError(SubstraError):
+    """The client settings are missing or inconsistent (no URL, unreadable YAML file...)."""
+
+
+BadConfiguration = ConfigurationError
+ConfigurationInfoError = ConfigurationError
+
+
+# --------------------------------------------------------------------------------------------
+# Client-side validation
+# --------------------------------------------------------------------------------------------
+
+
+class SpecValidationError(SubstraError, ValueError):
+    """A spec or argument was rejected before any request was sent.
+
+    ``errors`` is a list of ``{"field": "a.b.0", "value": <bad value>, "message": str}``;
+    ``field`` and ``value`` repeat the first one for convenience.
+    """
+
+    def __init__(self, message: str, *, errors: Sequence[Mapping[str, Any]] | None = None) -> None:
+        self.errors: list[dict[str, Any]] = [dict(e) for e in (errors or [])]
+        first = self.errors[0] if self.errors else {}
+        self.field: str | None = first.get("field")
+        self.value: Any = first.get("value")
+        super().__init__(message)
+
+    @classmethod
+    def for_field(cls, field: str, value: Any, message: str, *, spec: str | None = None) -> SpecValidationError:
+        """Build the error for a single bad field, with a message naming the field and the value."""
+        where = f"{spec}.{field}" if spec else field
+        text = f"invalid {where}={_short_repr(value)}: {message}"
+        return cls(text, errors=[{"field": field, "value": value, "message": message}])
+
+
+InvalidSpec = SpecValidationError
+
+
+class LoadDataException(SpecValidationError):
+    """A local file or folder referenced by a spec is missing or unusable."""
+
+
+class KeyFormatError(SpecValidationError):
+    """An asset key is not a UUID (keys are hyphenated UUID strings on the wire)."""
+
+
+ComputePlanKeyFormatError = KeyFormatError
+
+
+class FilterFormatError(SpecValidationError):
+    """A list filter has the wrong shape (e.g. a string where a list is expected)."""
+
+
+class NotAllowedFilterError(SpecValidationError):
+    """A filter that this route does not support (or that the server would silently ignore)."""
+
+
+class OrderingFormatError(SpecValidationError):
+    """An ``order_by`` value that the route cannot sort on."""
+
+
+class UnsafePathError(SubstraError):
+    """A download file name (from the server or built from a key) would escape its folder."""
+
+
+# --------------------------------------------------------------------------------------------
+# Transport and HTTP errors
+# --------------------------------------------------------------------------------------------
+
+
+class RequestException(SubstraError):
+    """A request failed: it could not be sent, got no answer, or got an error status."""
+
+
+class ConnectionError(RequestException):
+    """The connection failed. ``request_sent`` is False only when the request provably never
+    reached the server (connection refused, DNS failure, connect timeout)."""
+
+    def __init__(
+        self, message: str, *, request_sent: bool | None = None, transient: bool = True, **kwargs: Any
+    ) -> None:
+        self.request_sent = request_sent
+        #: False for failures that retrying cannot fix (e.g. a TLS certificate error)
+        self.transient = transient
+        super().__init__(message, **kwargs)
+
+
+class Timeout(RequestException):
+    """The server did not answer in time (read timeout): the request may have been processed."""
+
+
+class HTTPError(RequestException):
+    """The server answered with an error status. ``errors`` holds the parsed body, if JSON."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        errors: Any = None,
+        retry_after: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.errors = redact_obj(errors)
+        self.retry_after = retry_after
+        super().__init__(message, **kwargs)
+
+
+class InvalidRequest(HTTPError):
+    """400: the server refused the request content."""
+
+
+class AuthenticationError(HTTPError):
+    """401: missing, unknown or expired token."""
+
+
+class AuthorizationError(HTTPError):
+    """403: authenticated, but not allowed."""
+
+
+class NotFound(HTTPError):
+    """404: unknown key (or page out of range)."""
+
+
+class RequestTimeout(HTTPError):
+    """408: the orchestrator cancelled the operation; it may or may not have been applied."""
+
+
+class AlreadyExists(HTTPError):
+    """409: an asset with this key already exists."""
+
+
+class TooManyRequests(HTTPError):
+    """429: throttled; ``retry_after`` holds the server's hint in seconds, if any."""
+
+
+class InternalServerError(HTTPError):
+    """500: uncaught server error (often a non-JSON body)."""
+
+
+class GatewayUnavailable(HTTPError):
+    """502, 503 or 504: a proxy or the orchestrator is unavailable."""
+
+
+class BadLoginException(AuthenticationError):
+    """The server refused to log in with these credentials (400/401 on /api-token-auth/)."""
+
+
+class UsernamePasswordLoginDisabledException(AuthorizationError):
+    """The server disabled username/password login: generate an API token in the web UI."""
+
+
+class AssetMaybeCreatedError(RequestException):
+    """A server-keyed creation (dataset, function, data sample) failed ambiguously.
+
+    The request may have reached the server and created the asset; it was NOT resent, since a
+    blind retry could create a duplicate. Look the asset up (e.g. by name) before creating it
+    again. ``cause`` is the underlying error.
+    """
+
+    def __init__(self, message: str, *, cause: SubstraError, asset_type: str, **kwargs: Any) -> None:
+        self.cause = cause
+        self.asset_type = asset_type
+        kwargs.setdefault("status_code", cause.status_code)
+        kwargs.setdefault("method", cause.method)
+        kwargs.setdefault("url", cause.url)
+        super().__init__(message, **kwargs)
+
+
+class InvalidResponse(SubstraError):
+    """The server's answer could not be used: not JSON, too big, or missing required fields."""
+
+
+# --------------------------------------------------------------------------------------------
+# Task assets
+# --------------------------------------------------------------------------------------------
+
+
+class TaskAssetError(SubstraError):
+    """Base of the output-asset lookup errors."""
+
+    def __init__(self, message: str, *, compute_task_key: str, identifier: str) -> None:
+        self.compute_task_key = compute_task_key
+        self.identifier = identifier
+        super().__init__(message, key=compute_task_key)
+
+
+class TaskAssetNotFoundError(TaskAssetError):
+    """No output asset of the task has this identifier."""
+
+    def __init__(self, compute_task_key: str, identifier: str) -> None:
+        super().__init__(
+            f"task {compute_task_key} has no output asset with identifier {identifier!r}",
+            compute_task_key=compute_task_key,
+            identifier=identifier,
+        )
+
+
+class TaskAssetMultipleFoundError(TaskAssetError):
+    """Several output assets of the task share this identifier."""
+
+    def __init__(self, compute_task_key: str, identifier: str) -> None:
+        super().__init__(
+            f"task {compute_task_key} has several output assets with identifier {identifier!r}",
+            compute_task_key=compute_task_key,
+            identifier=identifier,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Waiting
+# --------------------------------------------------------------------------------------------
+
+
+class FutureError(SubstraError):
+    """Base class for errors raised while waiting for an asset to reach a final state."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str,
+        kind: str,
+        status: str | None,
+        asset: Any = None,
+    ) -> None:
+        self.kind = kind
+        self.status = status
+        self.asset = asset
+        super().__init__(message, key=key)
+
+
+class FutureTimeoutError(FutureError):
+    """The deadline passed before the asset reached a final state."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str,
+        kind: str,
+        status: str | None,
+        timeout: float | None,
+        asset: Any = None,
+    ) -> None:
+        self.timeout = timeout
+        super().__init__(message, key=key, kind=kind, status=status, asset=asset)
+
+
+class FutureFailureError(FutureError):
+    """The asset ended failed or canceled. ``failed_task_keys`` names the culprits and
+    ``logs`` maps each of them to the tail of its logs (when they could be fetched)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str,
+        kind: str,
+        status: str | None,
+        failed_task_keys: Iterable[str] = (),
+        logs: Mapping[str, str] | None = None,
+        asset: Any = None,
+    ) -> None:
+        self.failed_task_keys = list(failed_task_keys)
+        self.logs = dict(logs or {})
+        super().__init__(message, key=key, kind=kind, status=status, asset=asset)
+
+
+def _short_repr(value: Any, limit: int = 120) -> str:
+    """repr() of a value, cut to ``limit`` characters so error messages stay readable."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,260 @@
+"""Waiting for tasks, compute plans and functions: one state machine, two drivers.
+
+:func:`wait_machine` is a pure generator. It never does I/O: it yields *actions*
+(:class:`Fetch` the asset, :class:`Sleep` N seconds, :class:`FetchLogs` of failed tasks) and
+receives their results. :func:`run_sync` performs the actions with blocking calls;
+:func:`run_async` performs them without blocking an asyncio loop. Both therefore share the
+deadline, the polling period, the terminal-state table and the error messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from dataclasses import dataclass
+from typing import Any, Union
+
+from substra_flows.exceptions import FutureFailureError, FutureTimeoutError
+from substra_flows.models import ComputePlanStatus, ComputeTaskStatus, FunctionStatus
+
+LOG_TAIL_LINES = 40
+
+
+class WaitKind(str, enum.Enum):
+    """What is being waited for."""
+
+    task = "task"
+    compute_plan = "compute plan"
+    function = "function"
+
+
+class Outcome(str, enum.Enum):
+    """Classification of one observed status."""
+
+    pending = "pending"
+    succeeded = "succeeded"
+    failed = "failed"
+    canceled = "canceled"
+
+
+@dataclass(frozen=True)
+class TerminalStates:
+    """Which statuses end a wait, and how."""
+
+    succeeded: frozenset[str]
+    failed: frozenset[str]
+    canceled: frozenset[str]
+    #: failed statuses that only count once ``error_type`` is set (the failure report is in)
+    needs_error_type: frozenset[str] = frozenset()
+
+
+TERMINAL_STATES: dict[WaitKind, TerminalStates] = {
+    WaitKind.compute_plan: TerminalStates(
+        succeeded=frozenset({ComputePlanStatus.done.value}),
+        failed=frozenset({ComputePlanStatus.failed.value}),
+        canceled=frozenset({ComputePlanStatus.canceled.value}),
+    ),
+    WaitKind.task: TerminalStates(
+        succeeded=frozenset({ComputeTaskStatus.done.value}),
+        failed=frozenset({ComputeTaskStatus.failed.value}),
+        canceled=frozenset({ComputeTaskStatus.canceled.value}),
+        needs_error_type=frozenset({ComputeTaskStatus.failed.value}),
+    ),
+    WaitKind.function: TerminalStates(
+        succeeded=frozenset({FunctionStatus.ready.value}),
+        failed=frozenset({FunctionStatus.failed.value}),
+        canceled=frozenset({FunctionStatus.canceled.value}),
+    ),
+}
+
+
+def status_of(asset: Any) -> str:
+    """The asset's status as its wire string."""
+    status = getattr(asset, "status", None)
+    return str(getattr(status, "value", status))
+
+
+def classify(kind: WaitKind, asset: Any) -> Outcome:
+    """Decide whether ``asset`` is still running, or how it ended."""
+    table = TERMINAL_STATES[kind]
+    status = status_of(asset)
+    if status in table.succeeded:
+        return Outcome.succeeded
+    if status in table.canceled:
+        return Outcome.canceled
+    if status in table.failed:
+        if status in table.needs_error_type and getattr(asset, "error_type", None) is None:
+            return Outcome.pending
+        return Outcome.failed
+    return Outcome.pending
+
+
+def failed_task_keys(kind: WaitKind, asset: Any, key: str) -> list[str]:
+    """Tasks to blame for a failure: the task ``key`` itself, or the plan's ``failed_task_key``."""
+    if kind is WaitKind.task:
+        return [key]
+    if kind is WaitKind.compute_plan and getattr(asset, "failed_task_key", None):
+        return [asset.failed_task_key]
+    return []
+
+
+# -- actions -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """Get the asset now; send the fresh asset back."""
+
+    kind: WaitKind
+    key: str
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Wait ``seconds`` before the next action; send None back."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FetchLogs:
+    """Get the log tails of ``task_keys``; send back ``{task_key: text}``."""
+
+    task_keys: tuple[str, ...]
+    max_lines: int = LOG_TAIL_LINES
+
+
+Action = Union[Fetch, Sleep, FetchLogs]
+WaitMachine = Generator[Action, Any, Any]
+
+
+def wait_machine(
+    kind: WaitKind,
+    key: str,
+    *,
+    timeout: float | None,
+    polling_period: float,
+    raise_on_failure: bool = True,
+    clock: Callable[[], float] = time.monotonic,
+    log_lines: int = LOG_TAIL_LINES,
+) -> WaitMachine:
+    """Poll until ``key`` reaches a final state; return the final asset.
+
+    ``timeout=None`` waits without deadline (as the SDK does). Raises FutureTimeoutError when the
+    deadline passes, FutureFailureError on failure/cancellation if ``raise_on_failure``.
+    """
+    if polling_period < 0:
+        raise ValueError(f"polling_period must be >= 0, got {polling_period!r}")
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+    deadline = None if timeout is None else clock() + timeout
+    while True:
+        asset = yield Fetch(kind, key)
+        outcome = classify(kind, asset)
+        if outcome is Outcome.pending:
+            now = clock()
+            if deadline is not None and now >= deadline:
+                raise FutureTimeoutError(
+                    f"{kind.value} {key} still {status_of(asset)} after {timeout:g}s (timeout)",
+                    key=key,
+                    kind=kind.value,
+                    status=status_of(asset),
+                    timeout=timeout,
+                    asset=asset,
+                )
+            delay = polling_period if deadline is None else max(0.0, min(polling_period, deadline - now))
+            yield Sleep(delay)
+            continue
+        if outcome is Outcome.succeeded or not raise_on_failure:
+            return asset
+        culprits = failed_task_keys(kind, asset, key) if outcome is Outcome.failed else []
+        logs: Mapping[str, str] = {}
+        if culprits:
+            logs = (yield FetchLogs(tuple(culprits), log_lines)) or {}
+        raise FutureFailureError(
+            failure_message(kind, key, asset, outcome, culprits, logs),
+            key=key,
+            kind=kind.value,
+            status=status_of(asset),
+            failed_task_keys=culprits,
+            logs=logs,
+            asset=asset,
+        )
+
+
+def failure_message(
+    kind: WaitKind,
+    key: str,
+    asset: Any,
+    outcome: Outcome,
+    culprits: list[str],
+    logs: Mapping[str, str],
+) -> str:
+    """Readable failure text: what failed, which task(s), and the tail of their logs."""
+    verb = "was canceled" if outcome is Outcome.canceled else "failed"
+    text = f"{kind.value} {key} {verb} (status {status_of(asset)})"
+    error_type = getattr(asset, "error_type", None)
+    if error_type is not None:
+        text += f", error type {getattr(error_type, 'value', error_type)}"
+    if kind is WaitKind.compute_plan and culprits:
+        text += f"; failed task: {', '.join(culprits)}"
+    for task_key in culprits:
+        tail = logs.get(task_key)
+        if tail:
+            text += f"\n--- last lines of the logs of task {task_key} ---\n{tail.rstrip()}\n--- end of logs ---"
+    return text
+
+
+# -- drivers -----------------------------------------------------------------------------------
+
+
+def run_sync(
+    machine: WaitMachine,
+    *,
+    fetch: Callable[[WaitKind, str], Any],
+    fetch_logs: Callable[[str, int], str | None],
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """Drive ``machine`` with blocking calls; return its result."""
+    try:
+        action = next(machine)
+        while True:
+            if isinstance(action, Fetch):
+                result: Any = fetch(action.kind, action.key)
+            elif isinstance(action, Sleep):
+                sleep(action.seconds)
+                result = None
+            else:
+                result = {k: v for k in action.task_keys if (v := fetch_logs(k, action.max_lines))}
+            action = machine.send(result)
+    except StopIteration as stop:
+        return stop.value
+
+
+async def run_async(
+    machine: WaitMachine,
+    *,
+    fetch: Callable[[WaitKind, str], Awaitable[Any]],
+    fetch_logs: Callable[[str, int], Awaitable[str | None]],
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+) -> Any:
+    """Drive ``machine`` without blocking the event loop; return its result."""
+    try:
+        action = next(machine)
+        while True:
+            if isinstance(action, Fetch):
+                result: Any = await fetch(action.kind, action.key)
+            elif isinstance(action, Sleep):
+                await sleep(action.seconds)
+                result = None
+            else:
+                result = {}
+                for task_key in action.task_keys:
+                    text = await fetch_logs(task_key, action.max_lines)
+                    if text:
+                        result[task_key] = text
+            action = machine.send(result)
+    except StopIteration as stop:
+        return stop.value

@@ -1,0 +1,38 @@
+"""``import substra_flows`` loads the core only: no airflow, prefect or official substra SDK."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+SRC = pathlib.Path(__file__).resolve().parents[2] / "src"
+FORBIDDEN = ("airflow", "prefect", "substra", "substratools")
+
+
+def test_import_leaves_orchestrators_and_sdk_unloaded():
+    code = (
+        "import json, sys; import substra_flows; "
+        "from substra_flows import client, transport, schemas, models, waiting, config, exceptions; "
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    loaded = set(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert "substra_flows" in loaded
+    assert not loaded & set(FORBIDDEN), loaded & set(FORBIDDEN)
+
+
+def test_core_modules_import_only_allowed_third_parties():
+    allowed = {"requests", "pydantic", "tenacity", "yaml", "urllib3", "substra_flows"}
+    core = ["__init__", "client", "transport", "schemas", "models", "waiting", "config", "exceptions"]
+    stdlib = set(sys.stdlib_module_names)
+    for name in core:
+        source = (SRC / "substra_flows" / f"{name}.py").read_text()
+        for line in source.splitlines():
+            words = line.split()
+            if len(words) >= 2 and words[0] in ("import", "from") and not line.startswith((" ", "\t")):
+                top = words[1].split(".")[0]
+                assert top in stdlib or top in allowed or top == "__future__", f"{name}.py imports {top}"

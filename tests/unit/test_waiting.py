@@ -1,0 +1,329 @@
+"""The wait state machine (pure), its sync and async drivers, and the client's wait_* twins."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from types import SimpleNamespace
+
+import pytest
+
+from substra_flows import exceptions as exc
+from substra_flows import models
+from substra_flows.waiting import (
+    TERMINAL_STATES,
+    Fetch,
+    FetchLogs,
+    Outcome,
+    Sleep,
+    WaitKind,
+    classify,
+    run_async,
+    run_sync,
+    wait_machine,
+)
+
+from ._fakes import plan_body, task_body
+
+
+def asset(status: str, **extra: object) -> SimpleNamespace:
+    return SimpleNamespace(key=extra.pop("key", "k"), status=status, error_type=extra.pop("error_type", None), **extra)
+
+
+class FakeClock:
+    """Monotonic clock advanced only by the fake sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+# -- terminal-state table -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "error_type", "outcome"),
+    [
+        (WaitKind.compute_plan, "PLAN_STATUS_CREATED", None, Outcome.pending),
+        (WaitKind.compute_plan, "PLAN_STATUS_DOING", None, Outcome.pending),
+        (WaitKind.compute_plan, "PLAN_STATUS_DONE", None, Outcome.succeeded),
+        (WaitKind.compute_plan, "PLAN_STATUS_FAILED", None, Outcome.failed),
+        (WaitKind.compute_plan, "PLAN_STATUS_CANCELED", None, Outcome.canceled),
+        (WaitKind.task, "STATUS_WAITING_FOR_PARENT_TASKS", None, Outcome.pending),
+        (WaitKind.task, "STATUS_EXECUTING", None, Outcome.pending),
+        (WaitKind.task, "STATUS_DONE", None, Outcome.succeeded),
+        (WaitKind.task, "STATUS_CANCELED", None, Outcome.canceled),
+        (WaitKind.task, "STATUS_FAILED", None, Outcome.pending),  # failure report not in yet
+        (WaitKind.task, "STATUS_FAILED", "EXECUTION_ERROR", Outcome.failed),
+        (WaitKind.function, "FUNCTION_STATUS_WAITING", None, Outcome.pending),
+        (WaitKind.function, "FUNCTION_STATUS_BUILDING", None, Outcome.pending),
+        (WaitKind.function, "FUNCTION_STATUS_READY", None, Outcome.succeeded),
+        (WaitKind.function, "FUNCTION_STATUS_FAILED", None, Outcome.failed),
+        (WaitKind.function, "FUNCTION_STATUS_CANCELED", None, Outcome.canceled),
+    ],
+)
+def test_classify(kind, status, error_type, outcome):
+    assert classify(kind, asset(status, error_type=error_type)) is outcome
+
+
+def test_classify_accepts_enums_and_unknown_strings():
+    assert classify(WaitKind.compute_plan, asset(models.ComputePlanStatus.done)) is Outcome.succeeded
+    assert classify(WaitKind.compute_plan, asset("PLAN_STATUS_SOMETHING_NEW")) is Outcome.pending
+
+
+def test_terminal_table_uses_wire_strings():
+    assert TERMINAL_STATES[WaitKind.compute_plan].succeeded == {"PLAN_STATUS_DONE"}
+    assert TERMINAL_STATES[WaitKind.task].needs_error_type == {"STATUS_FAILED"}
+    assert TERMINAL_STATES[WaitKind.function].succeeded == {"FUNCTION_STATUS_READY"}
+
+
+# -- the machine, step by step -------------------------------------------------------------------
+
+
+def test_machine_polls_then_returns():
+    clock = FakeClock()
+    machine = wait_machine(WaitKind.task, "k", timeout=None, polling_period=2.0, clock=clock)
+    assert next(machine) == Fetch(WaitKind.task, "k")
+    assert machine.send(asset("STATUS_EXECUTING")) == Sleep(2.0)
+    assert machine.send(None) == Fetch(WaitKind.task, "k")
+    done = asset("STATUS_DONE")
+    with pytest.raises(StopIteration) as stop:
+        machine.send(done)
+    assert stop.value.value is done
+
+
+def test_machine_last_sleep_is_cut_to_the_deadline():
+    clock = FakeClock()
+    machine = wait_machine(WaitKind.compute_plan, "p", timeout=5.0, polling_period=2.0, clock=clock)
+    next(machine)
+    sleeps = []
+    action = machine.send(asset("PLAN_STATUS_DOING"))
+    with pytest.raises(exc.FutureTimeoutError) as info:
+        while True:
+            assert isinstance(action, Sleep)
+            sleeps.append(action.seconds)
+            clock.sleep(action.seconds)
+            assert isinstance(machine.send(None), Fetch)
+            action = machine.send(asset("PLAN_STATUS_DOING"))
+    assert sleeps == [2.0, 2.0, 1.0]
+    assert info.value.key == "p" and info.value.status == "PLAN_STATUS_DOING" and info.value.timeout == 5.0
+    assert "compute plan p still PLAN_STATUS_DOING after 5s" in str(info.value)
+
+
+def test_machine_asks_for_logs_of_failed_task_of_plan():
+    machine = wait_machine(WaitKind.compute_plan, "p", timeout=None, polling_period=0)
+    next(machine)
+    action = machine.send(asset("PLAN_STATUS_FAILED", key="p", failed_task_key="t1"))
+    assert action == FetchLogs(("t1",), 40)
+    with pytest.raises(exc.FutureFailureError) as info:
+        machine.send({"t1": "Traceback...\nValueError: bad input"})
+    error = info.value
+    assert error.failed_task_keys == ["t1"] and error.key == "p" and error.status == "PLAN_STATUS_FAILED"
+    assert "failed task: t1" in str(error) and "ValueError: bad input" in str(error)
+
+
+def test_machine_canceled_raises_without_logs():
+    machine = wait_machine(WaitKind.compute_plan, "p", timeout=None, polling_period=0)
+    next(machine)
+    with pytest.raises(exc.FutureFailureError, match="was canceled"):
+        machine.send(asset("PLAN_STATUS_CANCELED", failed_task_key=None))
+
+
+def test_machine_no_raise_returns_failed_asset():
+    machine = wait_machine(WaitKind.function, "f", timeout=None, polling_period=0, raise_on_failure=False)
+    next(machine)
+    failed = asset("FUNCTION_STATUS_FAILED")
+    with pytest.raises(StopIteration) as stop:
+        machine.send(failed)
+    assert stop.value.value is failed
+
+
+def test_machine_rejects_bad_arguments():
+    with pytest.raises(ValueError):
+        next(wait_machine(WaitKind.task, "k", timeout=None, polling_period=-1))
+    with pytest.raises(ValueError):
+        next(wait_machine(WaitKind.task, "k", timeout=-1, polling_period=1))
+
+
+# -- drivers ----------------------------------------------------------------------------------------
+
+
+def scripted(statuses: list[SimpleNamespace]):
+    seq = iter(statuses)
+    return lambda kind, key: next(seq)
+
+
+def test_sync_driver_with_fake_clock():
+    clock = FakeClock()
+    statuses = [asset("STATUS_WAITING_FOR_EXECUTOR_SLOT"), asset("STATUS_EXECUTING"), asset("STATUS_FAILED")]
+    statuses += [asset("STATUS_FAILED", error_type="EXECUTION_ERROR")]
+    machine = wait_machine(WaitKind.task, "t", timeout=60, polling_period=3, clock=clock)
+    with pytest.raises(exc.FutureFailureError) as info:
+        run_sync(machine, fetch=scripted(statuses), fetch_logs=lambda key, n: f"log of {key}", sleep=clock.sleep)
+    assert clock.now == 9
+    assert "error type EXECUTION_ERROR" in str(info.value) and "log of t" in str(info.value)
+    assert info.value.logs == {"t": "log of t"}
+
+
+async def test_async_driver_matches_sync():
+    clock = FakeClock()
+    statuses = [asset("PLAN_STATUS_DOING")] * 3 + [asset("PLAN_STATUS_DONE")]
+
+    async def fetch(kind, key):
+        return scripted_async.pop(0)
+
+    scripted_async = list(statuses)
+
+    async def sleep(seconds):
+        clock.sleep(seconds)
+
+    async def logs(key, n):
+        return None
+
+    machine = wait_machine(WaitKind.compute_plan, "p", timeout=None, polling_period=0.5, clock=clock)
+    result = await run_async(machine, fetch=fetch, fetch_logs=logs, sleep=sleep)
+    assert result.status == "PLAN_STATUS_DONE" and clock.now == 1.5
+
+
+# -- client wait twins -------------------------------------------------------------------------------
+
+
+def _advance(server, key, statuses, kind="task"):
+    """Make successive GETs of ``key`` return ``statuses`` in order (the last one sticks)."""
+    route = {"task": r"/task/([^/]+)/", "plan": r"/compute_plan/([^/]+)/", "function": r"/function/([^/]+)/"}[kind]
+    queue = list(statuses)
+
+    def handler(call, match):
+        body = queue.pop(0) if len(queue) > 1 else queue[0]
+        return 200, body, {}
+
+    server.adapter.route("GET", route, handler)
+
+
+def test_wait_task_sync(client, server, sleeps):
+    key, plan = str(uuid.uuid4()), str(uuid.uuid4())
+    _advance(server, key, [task_body(key, plan, "STATUS_EXECUTING"), task_body(key, plan, "STATUS_DONE")])
+    task = client.wait_task(key, polling_period=0.25)
+    assert task.status is models.ComputeTaskStatus.done
+    assert sleeps == [0.25]
+
+
+def test_wait_compute_plan_failure_carries_log_tail(client, server, adapter):
+    key, failed = str(uuid.uuid4()), str(uuid.uuid4())
+    body = plan_body(key, status="PLAN_STATUS_FAILED", failed_task_key=failed)
+    _advance(server, key, [body], kind="plan")
+    long_log = "".join(f"line {i}\n" for i in range(100))
+    adapter.route("GET", rf"/task/{failed}/logs/", lambda c, m: (200, long_log, {}))
+    with pytest.raises(exc.FutureFailureError) as info:
+        client.wait_compute_plan(key, polling_period=0)
+    error = info.value
+    assert error.failed_task_keys == [failed]
+    assert "line 99" in str(error) and "line 60" in str(error) and "line 59\n" not in str(error)
+    assert error.logs[failed].count("\n") == 39
+
+
+@pytest.mark.parametrize("status", [403, 410, 404])
+def test_wait_failure_ignores_unavailable_logs(client, server, adapter, status):
+    key, plan = str(uuid.uuid4()), str(uuid.uuid4())
+    _advance(server, key, [task_body(key, plan, "STATUS_FAILED", error_type="BUILD_ERROR")])
+    adapter.route("GET", rf"/task/{key}/logs/", lambda c, m: (status, {"detail": "Asset not available anymore"}, {}))
+    with pytest.raises(exc.FutureFailureError) as info:
+        client.wait_task(key, polling_period=0)
+    assert info.value.logs == {}
+    assert f"task {key} failed (status STATUS_FAILED), error type BUILD_ERROR" == str(info.value)
+
+
+def test_wait_timeout_names_key_and_status(client, server):
+    key = str(uuid.uuid4())
+    _advance(server, key, [{**_fn(key), "status": "FUNCTION_STATUS_BUILDING"}], kind="function")
+    clock = FakeClock()
+    client._clock = clock
+    client._sleep = clock.sleep
+    with pytest.raises(exc.FutureTimeoutError) as info:
+        client.wait_function(key, timeout=10, polling_period=3)
+    assert info.value.key == key and info.value.status == "FUNCTION_STATUS_BUILDING"
+    assert clock.now == 10
+    assert isinstance(info.value, exc.FutureError)
+
+
+def test_wait_rejects_bad_key(client):
+    with pytest.raises(exc.KeyFormatError):
+        client.wait_task("not-a-key")
+
+
+async def test_async_wait_does_not_block_the_loop(client, server):
+    key, plan = str(uuid.uuid4()), str(uuid.uuid4())
+    statuses = [task_body(key, plan, "STATUS_EXECUTING")] * 3 + [task_body(key, plan, "STATUS_DONE")]
+    _advance(server, key, statuses)
+    client._async_sleep = asyncio.sleep
+    loop_thread = threading.get_ident()
+    http_threads: set[int] = set()
+    original = client.get_task
+
+    def spy(k):
+        http_threads.add(threading.get_ident())
+        time.sleep(0.01)
+        return original(k)
+
+    client.get_task = spy
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    tick_task = asyncio.create_task(ticker())
+    task = await client.async_wait_task(key, polling_period=0.01)
+    tick_task.cancel()
+    assert task.status is models.ComputeTaskStatus.done
+    assert loop_thread not in http_threads  # HTTP ran in worker threads
+    assert ticks >= 4  # the loop kept running meanwhile
+
+
+async def test_async_wait_compute_plan_failure(client, server, adapter):
+    key, failed = str(uuid.uuid4()), str(uuid.uuid4())
+    _advance(server, key, [plan_body(key, status="PLAN_STATUS_FAILED", failed_task_key=failed)], kind="plan")
+    adapter.route("GET", rf"/task/{failed}/logs/", lambda c, m: (200, "boom\n", {}))
+    with pytest.raises(exc.FutureFailureError, match="boom"):
+        await client.async_wait_compute_plan(key, polling_period=0)
+
+
+async def test_async_wait_function_timeout(client, server):
+    key = str(uuid.uuid4())
+    _advance(server, key, [{**_fn(key), "status": "FUNCTION_STATUS_WAITING"}], kind="function")
+    clock = FakeClock()
+    client._clock = clock
+
+    async def fake_sleep(seconds):
+        clock.sleep(seconds)
+
+    client._async_sleep = fake_sleep
+    with pytest.raises(exc.FutureTimeoutError, match="FUNCTION_STATUS_WAITING"):
+        await client.async_wait_function(key, timeout=2, polling_period=1)
+
+
+async def test_async_getters_and_cancel(client, server, adapter):
+    key = str(uuid.uuid4())
+    server.plans[key] = plan_body(key)
+    assert (await client.async_get_compute_plan(key)).key == key
+    adapter.route("POST", rf"/compute_plan/{key}/cancel/", lambda c, m: (200, {}, {}))
+    await client.async_cancel_compute_plan(key)
+    assert adapter.paths("POST")[-1] == f"/compute_plan/{key}/cancel/"
+    t = str(uuid.uuid4())
+    server.tasks[t] = task_body(t, key)
+    assert (await client.async_get_task(t)).key == t
+
+
+def _fn(key):
+    from ._fakes import function_body
+
+    return function_body(key)
