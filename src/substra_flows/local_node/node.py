@@ -296,7 +296,8 @@ class LocalNode:
 
     ``with LocalNode(organizations=2) as node:`` starts it on a free loopback port;
     ``node.organizations[i]`` has ``url``, ``organization_id``, ``username``, ``password``, ``token``.
-    Everything lives in memory and in a temp dir removed on exit.
+    Everything lives in memory and in a temp dir removed on exit. ``run_tasks=False`` registers
+    tasks without ever starting them (for registration and listing benchmarks).
     """
 
     def __init__(
@@ -309,6 +310,7 @@ class LocalNode:
         servermedias_root: str | Path | None = None,
         token_lifetime: dt.timedelta = dt.timedelta(hours=24),
         log_level: str = "warning",
+        run_tasks: bool = True,
     ) -> None:
         if organizations < 1:
             raise ValueError(f"organizations must be >= 1, got {organizations!r}")
@@ -319,6 +321,7 @@ class LocalNode:
         self._given_media_root = Path(servermedias_root) if servermedias_root else None
         self._token_lifetime = token_lifetime
         self._log_level = log_level
+        self._run_tasks = run_tasks
         self.organizations: list[NodeOrganization] = []
         self.store = Store()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -373,7 +376,7 @@ class LocalNode:
             contexts,
             workdir,
             media_root,
-            on_tasks_ready=self._scheduler.poke,
+            on_tasks_ready=self._scheduler.poke if self._run_tasks else (lambda: None),
             token_lifetime=self._token_lifetime,
         )
         sock = _free_socket(self._host, self._port)
