@@ -7,9 +7,11 @@ Every spec is validated before a single byte goes out: bad values raise
 
 from __future__ import annotations
 
+import collections
 import enum
 import heapq
 import pathlib
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any, Optional, TypeVar
@@ -79,8 +81,13 @@ def new_key() -> str:
     return str(uuid.uuid4())
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def check_key(value: Any, what: str = "key") -> str:
     """Return ``value`` as a canonical hyphenated UUID string, or raise KeyFormatError."""
+    if isinstance(value, str) and _CANONICAL_UUID.fullmatch(value):
+        return value  # fast path: plans carry thousands of keys, nearly all already canonical
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, str):
@@ -468,8 +475,8 @@ class TaskSpec(_TaskFields):
 
     @classmethod
     def from_compute_plan(cls, compute_plan_key: str, spec: ComputePlanTaskSpec) -> TaskSpec:
-        """The task of a plan spec, with ``task_id`` as its key."""
-        return cls(
+        """The task of a plan spec, with ``task_id`` as its key (fields already validated by the plan spec)."""
+        return cls.model_construct(
             key=spec.task_id,
             compute_plan_key=compute_plan_key,
             function_key=spec.function_key,
@@ -504,7 +511,7 @@ class _BaseComputePlanSpec(_Spec):
         if not value:
             return value
         ids = [t.task_id for t in value]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        duplicates = sorted(i for i, n in collections.Counter(ids).items() if n > 1)
         if duplicates:
             raise ValueError(f"task_id used by several tasks: {duplicates}")
         order_tasks_parents_first(value)  # raises ValueError on a cycle
