@@ -9,9 +9,15 @@ import threading
 
 
 def _local_node(args: argparse.Namespace) -> int:
-    from substra_flows.local_node import LocalNode
+    from substra_flows.local_node import FaultConfig, LocalNode
 
-    node = LocalNode(organizations=args.organizations, host=args.host, port=args.port, log_level=args.log_level)
+    faults = None
+    if args.fault_rate > 0:
+        kinds = tuple(k for k in args.fault_kinds.split(",") if k) if args.fault_kinds else None
+        faults = FaultConfig(rate=args.fault_rate, **({"kinds": kinds} if kinds else {}))
+    node = LocalNode(
+        organizations=args.organizations, host=args.host, port=args.port, log_level=args.log_level, faults=faults
+    )
     node.start()
     print(f"Local Substra node on {node.url} (Ctrl-C to stop; everything is deleted on exit)")
     print(f"Server-path data samples must live under {node.servermedias_root}")
@@ -41,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     node.add_argument("--port", type=int, default=8000, help="TCP port on 127.0.0.1 (0: any free port)")
     node.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     node.add_argument("--log-level", default="warning", help="uvicorn log level")
+    node.add_argument("--fault-rate", type=float, default=0.0, help="share of requests hit by a fault (default 0)")
+    node.add_argument(
+        "--fault-kinds", default="", help="comma-separated fault kinds (default: all; see local_node/faults.py)"
+    )
     node.set_defaults(run=_local_node)
     args = parser.parse_args(argv)
     return int(args.run(args))

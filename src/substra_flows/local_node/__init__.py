@@ -38,6 +38,7 @@ datasets and functions have a string ``description``; ``/perf/`` and ``/organiza
 paginated; unknown filters are ignored; plan lists default to 10 items a page.
 """
 
+from .faults import FAULT_KINDS, FaultConfig
 from .node import LocalNode, NodeOrganization
 
-__all__ = ["LocalNode", "NodeOrganization"]
+__all__ = ["FAULT_KINDS", "FaultConfig", "LocalNode", "NodeOrganization"]

@@ -17,6 +17,7 @@ from typing import Any
 
 from .api import NodeApi, OrganizationContext
 from .executor import Executor, ExecutorError
+from .faults import FaultConfig, FaultInjector
 from .store import (
     PLAN_CANCELED,
     PLAN_FAILED,
@@ -297,7 +298,8 @@ class LocalNode:
     ``with LocalNode(organizations=2) as node:`` starts it on a free loopback port;
     ``node.organizations[i]`` has ``url``, ``organization_id``, ``username``, ``password``, ``token``.
     Everything lives in memory and in a temp dir removed on exit. ``run_tasks=False`` registers
-    tasks without ever starting them (for registration and listing benchmarks).
+    tasks without ever starting them (for registration and listing benchmarks); ``faults`` turns
+    on fault injection (see ``faults.py``).
     """
 
     def __init__(
@@ -311,6 +313,7 @@ class LocalNode:
         token_lifetime: dt.timedelta = dt.timedelta(hours=24),
         log_level: str = "warning",
         run_tasks: bool = True,
+        faults: FaultConfig | None = None,
     ) -> None:
         if organizations < 1:
             raise ValueError(f"organizations must be >= 1, got {organizations!r}")
@@ -322,6 +325,8 @@ class LocalNode:
         self._token_lifetime = token_lifetime
         self._log_level = log_level
         self._run_tasks = run_tasks
+        self._faults = faults
+        self.fault_injector: FaultInjector | None = None
         self.organizations: list[NodeOrganization] = []
         self.store = Store()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -381,8 +386,10 @@ class LocalNode:
         )
         sock = _free_socket(self._host, self._port)
         self._port = sock.getsockname()[1]
+        self.fault_injector = FaultInjector(self.api.build_app(), expire_token=self._expire_token)
+        self.fault_injector.configure(self._faults)
         config = uvicorn.Config(
-            self.api.build_app(),
+            self.fault_injector,
             log_level=self._log_level,
             access_log=False,
             lifespan="off",
@@ -413,6 +420,22 @@ class LocalNode:
                 )
             )
         return self
+
+    def set_faults(self, faults: FaultConfig | None) -> None:
+        """Start injecting faults (see ``faults.py``), or stop with None; counters restart."""
+        assert self.fault_injector is not None, "the node is not started"
+        self.fault_injector.configure(faults)
+
+    def fault_stats(self) -> dict[str, Any]:
+        """Requests seen and faults injected by kind since faults were last configured."""
+        assert self.fault_injector is not None, "the node is not started"
+        return self.fault_injector.stats()
+
+    def _expire_token(self, value: str) -> None:
+        with self.store.lock:
+            token = self.store.tokens.get(value)
+            if token is not None:
+                token.expires_at = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
 
     def stop(self) -> None:
         """Stop everything and delete the temp dir."""
