@@ -147,6 +147,52 @@ def _field(org: Any, name: str) -> Any:
     return org[name] if isinstance(org, Mapping) else getattr(org, name)
 
 
+def _evaluation_tasks(
+    compute_plan_key: str,
+    orgs: Sequence[Any],
+    model_task: str,
+    round_idx: int,
+    function_keys: Mapping[str, str],
+    shared: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Predict then score on every organization's test samples with the model of ``model_task``."""
+    tasks = []
+    for org in orgs:
+        org_id = _field(org, "organization_id")
+        data = [{"identifier": "opener", "asset_key": _field(org, "dataset_key")}]
+        data += [{"identifier": "datasamples", "asset_key": k} for k in _field(org, "test_sample_keys")]
+        predict_key = task_key(compute_plan_key, f"predict/{round_idx}/{org_id}")
+        tasks.append(
+            {
+                "task_id": predict_key,
+                "function_key": function_keys["predict"],
+                "worker": org_id,
+                "inputs": data
+                + [{"identifier": "model", "parent_task_key": model_task, "parent_task_output_identifier": "model"}],
+                "outputs": {"predictions": {"permissions": dict(shared), "is_transient": False}},
+                "metadata": {"round_idx": str(round_idx), "step": "predict"},
+            }
+        )
+        tasks.append(
+            {
+                "task_id": task_key(compute_plan_key, f"score/{round_idx}/{org_id}"),
+                "function_key": function_keys["score"],
+                "worker": org_id,
+                "inputs": data
+                + [
+                    {
+                        "identifier": "predictions",
+                        "parent_task_key": predict_key,
+                        "parent_task_output_identifier": "predictions",
+                    }
+                ],
+                "outputs": {"performance": {"permissions": {"public": True, "authorized_ids": []}}},
+                "metadata": {"round_idx": str(round_idx), "step": "score"},
+            }
+        )
+    return tasks
+
+
 def task_key(compute_plan_key: str, task_name: str) -> str:
     """Deterministic task key: the same plan key and task name always give the same key."""
     return str(uuid.uuid5(uuid.UUID(compute_plan_key), task_name))
@@ -161,9 +207,11 @@ def build_federated_plan(
     rounds: int,
     tag: str | None = None,
     metadata: Mapping[str, str] | None = None,
+    evaluate_every_round: bool = False,
 ) -> dict[str, Any]:
     """A ComputePlanSpec dict: ``rounds`` of train on every organization + aggregate on the first,
-    then predict and score on every organization's test samples with the last aggregate."""
+    then predict and score on every organization's test samples with the last aggregate (after
+    every round's aggregate with ``evaluate_every_round``, for learning curves)."""
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds!r}")
     if not orgs:
@@ -213,31 +261,8 @@ def build_federated_plan(
             }
         )
         previous_aggregate = aggregate_key
-    assert previous_aggregate is not None
-    last_round = str(rounds - 1)
-    for org in orgs:
-        org_id = _field(org, "organization_id")
-        predict_key = task_key(compute_plan_key, f"predict/{org_id}")
-        tasks.append(
-            {
-                "task_id": predict_key,
-                "function_key": function_keys["predict"],
-                "worker": org_id,
-                "inputs": data_inputs(org, "test_sample_keys") + [parent(previous_aggregate, "model")],
-                "outputs": model_output("predictions"),
-                "metadata": {"round_idx": last_round, "step": "predict"},
-            }
-        )
-        tasks.append(
-            {
-                "task_id": task_key(compute_plan_key, f"score/{org_id}"),
-                "function_key": function_keys["score"],
-                "worker": org_id,
-                "inputs": data_inputs(org, "test_sample_keys") + [parent(predict_key, "predictions", "predictions")],
-                "outputs": {"performance": {"permissions": {"public": True, "authorized_ids": []}}},
-                "metadata": {"round_idx": last_round, "step": "score"},
-            }
-        )
+        if evaluate_every_round or round_idx == rounds - 1:
+            tasks.extend(_evaluation_tasks(compute_plan_key, orgs, aggregate_key, round_idx, function_keys, shared))
     spec: dict[str, Any] = {"key": compute_plan_key, "name": name, "tasks": tasks}
     if tag:
         spec["tag"] = tag
