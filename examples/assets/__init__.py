@@ -42,6 +42,9 @@ _OUTPUTS: dict[str, dict[str, dict[str, Any]]] = {
     "noop": {"model": _MODEL_OUT},
 }
 
+# The functions a federated plan (build_federated_plan) runs.
+_PLAN_FUNCTIONS = ("train", "aggregate", "predict", "score")
+
 # Ground truth shared by every organization: y = 1 when 1.5*x1 - x2 + 0.3 > 0 (with label noise).
 _TRUE_WEIGHTS = (1.5, -1.0)
 _TRUE_BIAS = 0.3
@@ -59,6 +62,7 @@ def function_outputs(name: str) -> dict[str, dict[str, Any]]:
 
 
 def _known(name: str) -> str:
+    """``name`` if it is one of the example functions, else a ValueError listing them."""
     if name not in FUNCTION_NAMES:
         raise ValueError(f"unknown example function {name!r}; expected one of {FUNCTION_NAMES}")
     return name
@@ -91,9 +95,15 @@ def build_function_archive(name: str, dest_dir: Path) -> Path:
             info.size = len(entries[entry_name])
             info.mtime = 0
             info.mode = 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
             archive.addfile(info, io.BytesIO(entries[entry_name]))
+    packed = io.BytesIO()
+    # GzipFile (not gzip.compress) writes the same header on every Python version: no name, mtime 0.
+    with gzip.GzipFile(filename="", mode="wb", fileobj=packed, mtime=0) as zipped:
+        zipped.write(raw.getvalue())
     target = dest_dir / f"{name}.tar.gz"
-    target.write_bytes(gzip.compress(raw.getvalue(), mtime=0))
+    target.write_bytes(packed.getvalue())
     return target
 
 
@@ -101,7 +111,7 @@ def write_description(dest: Path, title: str) -> Path:
     """A small markdown description file."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(f"# {title}\n\nAn example asset of substra-flows.\n")
+    dest.write_text(f"# {title}\n\nAn example asset of substra-flows.\n", encoding="utf-8")
     return dest
 
 
@@ -122,6 +132,8 @@ def generate_samples(
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if n_samples < 0 or rows_per_sample < 1:
+        raise ValueError(f"need n_samples >= 0 and rows_per_sample >= 1, got {n_samples!r} and {rows_per_sample!r}")
     dest_dir = Path(dest_dir)
     rng = random.Random(f"{seed}/{org_index}/{day}/{split}")
     shift = (0.6 * math.cos(org_index), 0.6 * math.sin(org_index))
@@ -138,13 +150,32 @@ def generate_samples(
             if rng.random() < _LABEL_NOISE:
                 label = 1 - label
             writer.writerow([f"{x1:.6f}", f"{x2:.6f}", label])
-        (folder / "data.csv").write_text(buffer.getvalue())
+        (folder / "data.csv").write_bytes(buffer.getvalue().encode("ascii"))  # bytes: no newline translation
         folders.append(folder)
     return folders
 
 
 def _field(org: Any, name: str) -> Any:
+    """An organization's field, whether it is given as a mapping or as an object with attributes."""
     return org[name] if isinstance(org, Mapping) else getattr(org, name)
+
+
+def _check_plan_arguments(function_keys: Mapping[str, str], orgs: Sequence[Any], rounds: int) -> None:
+    """Fail early, with a readable message, on arguments that would build an unusable plan."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds!r}")
+    if not orgs:
+        raise ValueError("orgs must name at least one organization")
+    missing = [n for n in _PLAN_FUNCTIONS if not function_keys.get(n)]
+    if missing:
+        raise ValueError(f"function_keys lacks a key for: {', '.join(missing)}")
+    ids = [_field(o, "organization_id") for o in orgs]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"orgs name an organization twice: {ids}")
+    for org in orgs:
+        for samples in ("train_sample_keys", "test_sample_keys"):
+            if not _field(org, samples):
+                raise ValueError(f"organization {_field(org, 'organization_id')!r} has no {samples}")
 
 
 def _evaluation_tasks(
@@ -186,7 +217,9 @@ def _evaluation_tasks(
                         "parent_task_output_identifier": "predictions",
                     }
                 ],
-                "outputs": {"performance": {"permissions": {"public": True, "authorized_ids": []}}},
+                "outputs": {
+                    "performance": {"permissions": {"public": True, "authorized_ids": []}, "is_transient": False}
+                },
                 "metadata": {"round_idx": str(round_idx), "step": "score"},
             }
         )
@@ -212,10 +245,7 @@ def build_federated_plan(
     """A ComputePlanSpec dict: ``rounds`` of train on every organization + aggregate on the first,
     then predict and score on every organization's test samples with the last aggregate (after
     every round's aggregate with ``evaluate_every_round``, for learning curves)."""
-    if rounds < 1:
-        raise ValueError(f"rounds must be >= 1, got {rounds!r}")
-    if not orgs:
-        raise ValueError("orgs must name at least one organization")
+    _check_plan_arguments(function_keys, orgs, rounds)
     org_ids = [_field(o, "organization_id") for o in orgs]
     shared = {"public": False, "authorized_ids": org_ids}
 
