@@ -6,9 +6,11 @@ of zero, and a dummy base URL: nothing leaves the process.
 
 Recording (``scripts/record-cassettes``): ``SUBSTRA_FLOWS_RECORD=1`` starts a local node, or uses a
 real deployment given ``SUBSTRA_URL`` and ``SUBSTRA_TOKEN`` (and ``SUBSTRA_URL_2`` /
-``SUBSTRA_TOKEN_2`` for a second organization). Tokens, passwords and login responses are
-scrubbed before anything is written. The targets' URL paths and organization ids are saved in
-``tests/cassettes/targets.json`` so that replay sends the very same paths.
+``SUBSTRA_TOKEN_2`` for a second organization; ``SUBSTRA_USERNAME`` / ``SUBSTRA_PASSWORD`` and
+``SUBSTRA_SERVERMEDIAS_ROOT``, with the same suffixes, for login and server-path sample tests).
+Tokens, passwords and login responses are scrubbed before anything is written. The targets' URL
+paths and organization ids are saved in ``tests/cassettes/targets.json`` so that replay sends the
+very same paths.
 
 Cassette tests must be deterministic: every key they choose (plan keys, task keys) comes from
 :func:`stable_key`, never from ``uuid4``.
@@ -20,7 +22,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -52,6 +54,12 @@ class Target:
     token: str
     organization_id: str
     polling_period: float
+    #: login credentials: real ones while recording, ``REDACTED`` on replay (login bodies are scrubbed)
+    username: str = REDACTED
+    password: str = field(default=REDACTED, repr=False)
+    #: folder under which the node accepts server-path samples; known while recording only ("" on replay,
+    #: where request bodies are not matched, so any folder will do)
+    servermedias_root: str = ""
 
     def __repr__(self) -> str:
         return f"Target(url={self.url!r}, organization_id={self.organization_id!r})"
@@ -113,7 +121,15 @@ def substra_targets() -> Iterator[list[Target]]:
         return
     if os.environ.get("SUBSTRA_URL"):
         targets = [
-            Target(os.environ[f"SUBSTRA_URL{s}"], os.environ[f"SUBSTRA_TOKEN{s}"], "", polling_period=1.0)
+            Target(
+                os.environ[f"SUBSTRA_URL{s}"],
+                os.environ[f"SUBSTRA_TOKEN{s}"],
+                "",
+                polling_period=1.0,
+                username=os.environ.get(f"SUBSTRA_USERNAME{s}", ""),
+                password=os.environ.get(f"SUBSTRA_PASSWORD{s}", ""),
+                servermedias_root=os.environ.get(f"SUBSTRA_SERVERMEDIAS_ROOT{s}", ""),
+            )
             for s in ("", "_2")
             if os.environ.get(f"SUBSTRA_URL{s}")
         ]
@@ -122,8 +138,12 @@ def substra_targets() -> Iterator[list[Target]]:
     from substra_flows.local_node import LocalNode
 
     with LocalNode(organizations=2) as node:
+        media_root = str(node.servermedias_root)
         yield _with_org_ids(
-            [Target(o.url, o.token, o.organization_id, polling_period=0.2) for o in node.organizations]
+            [
+                Target(o.url, o.token, o.organization_id, 0.2, o.username, o.password, media_root)
+                for o in node.organizations
+            ]
         )
 
 
@@ -138,7 +158,7 @@ def _with_org_ids(targets: list[Target]) -> list[Target]:
             headers={"Authorization": f"Token {target.token}", "Accept": "application/json;version=0.0"},
             timeout=30,
         ).json()
-        resolved.append(Target(target.url, target.token, info["organization_id"], target.polling_period))
+        resolved.append(replace(target, organization_id=info["organization_id"]))
     CASSETTES.mkdir(exist_ok=True)
     TARGETS_FILE.write_text(
         json.dumps(

@@ -247,7 +247,8 @@ class SubstraClient:
     the ``client_name`` section of the YAML ``configuration_file``. Defaults:
     ``insecure=False``, ``retry_timeout=300`` (seconds of retrying per call),
     ``connect_timeout=10``, ``read_timeout=120``, ``max_attempts=6``, ``backoff=1``,
-    ``backoff_max=30``, ``page_size=1000``. With ``username``/``password`` and no token, the
+    ``backoff_max=30``, ``page_size=1000``, ``max_json_bytes=256 MiB`` (largest JSON or text
+    body loaded in memory; larger answers raise InvalidResponse). With ``username``/``password`` and no token, the
     client logs in at once and logs out on ``close()`` / leaving a ``with`` block; it also
     logs in again (once) when the server answers 401.
     """
@@ -270,6 +271,7 @@ class SubstraClient:
         backoff: float | None = None,
         backoff_max: float | None = None,
         page_size: int | None = None,
+        max_json_bytes: int | None = None,
         session: requests.Session | None = None,
     ) -> None:
         if backend_type not in (None, "remote") and getattr(backend_type, "value", None) != "remote":
@@ -292,6 +294,7 @@ class SubstraClient:
                 "backoff": backoff,
                 "backoff_max": backoff_max,
                 "page_size": page_size,
+                "max_json_bytes": max_json_bytes,
             },
         )
         if not settings.url:

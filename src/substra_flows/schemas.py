@@ -45,7 +45,7 @@ __all__ = [
     "new_key",
 ]
 
-MAX_NAME_LENGTH = 100  # orchestrator limit on plan names, tags, metadata keys and values
+MAX_NAME_LENGTH = 100  # server limit on asset names (datasets, functions, plans), tags, metadata keys and values
 
 SpecT = TypeVar("SpecT", bound=pydantic.BaseModel)
 
@@ -265,7 +265,7 @@ class DatasetSpec(_Spec):
     writes one next to the opener; we never touch the caller's folders).
     """
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
     data_opener: pathlib.Path
     description: Optional[pathlib.Path] = None
     permissions: Permissions
@@ -296,7 +296,7 @@ class DatasetSpec(_Spec):
 class UpdateDatasetSpec(_Spec):
     """Rename a dataset."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
 
 
 class DataSampleSpec(_Spec):
@@ -382,7 +382,7 @@ class FunctionOutputSpec(_Spec):
 class FunctionSpec(_Spec):
     """A function: an archive with a Dockerfile, a description, and its inputs/outputs."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
     description: pathlib.Path
     file: pathlib.Path
     permissions: Permissions
@@ -423,7 +423,7 @@ class FunctionSpec(_Spec):
 class UpdateFunctionSpec(_Spec):
     """Rename a function."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
 
 
 # --------------------------------------------------------------------------------------------

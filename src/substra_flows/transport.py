@@ -47,6 +47,7 @@ ACCEPT_HEADER = "application/json;version=0.0"
 USER_AGENT = "substra-flows/0.1"
 _ERROR_BODY_CAP = 1024 * 1024
 _DOWNLOAD_CHUNK = 1024 * 1024
+_TAIL_LINE_CAP = 64 * 1024  # bytes kept of one log line in a failure message
 _MAX_PAGES = 100_000
 
 _STATUS_TO_ERROR: dict[int, type[exc.HTTPError]] = {
@@ -107,7 +108,9 @@ class Transport:
         self.sleep = sleep
         self.session = session or requests.Session()
         self.session.headers["Accept"] = ACCEPT_HEADER
-        self.session.headers.setdefault("User-Agent", USER_AGENT)
+        agent = str(self.session.headers.get("User-Agent") or "")
+        if not agent or agent.startswith("python-requests/"):  # requests' default goes; a caller's own stays
+            self.session.headers["User-Agent"] = USER_AGENT
         self.session.verify = not insecure
         if insecure:
             logger.warning("TLS certificate verification is disabled for %s (insecure=True)", self.base_url)
@@ -315,14 +318,23 @@ class Transport:
 
         return self.call("GET", url, write)
 
-    def tail_text(self, url: str, max_lines: int) -> str:
-        """GET a text body and keep only its last ``max_lines`` lines (bounded memory)."""
+    def tail_text(self, url: str, max_lines: int, max_line_bytes: int = _TAIL_LINE_CAP) -> str:
+        """GET a text body and keep only its last ``max_lines`` lines (bounded memory).
+
+        Each line keeps at most its last ``max_line_bytes`` bytes: a log without newlines (or a
+        hostile server) must not make us buffer the whole body, as ``iter_lines`` would.
+        """
 
         def read_tail(response: requests.Response) -> str:
-            lines: deque[str] = deque(maxlen=max_lines)
-            for line in response.iter_lines(decode_unicode=False):
-                lines.append(line.decode("utf-8", errors="replace"))
-            return "\n".join(lines)
+            lines: deque[bytes] = deque(maxlen=max_lines)
+            pending = b""
+            for chunk in response.iter_content(_DOWNLOAD_CHUNK):
+                *complete, pending = (pending + chunk).split(b"\n")
+                lines.extend(line[-max_line_bytes:] for line in complete[-max_lines:])
+                pending = pending[-max_line_bytes:]
+            if pending:
+                lines.append(pending)
+            return "\n".join(line.rstrip(b"\r").decode("utf-8", errors="replace") for line in lines)
 
         return self.call("GET", url, read_tail)
 
@@ -431,7 +443,7 @@ class Transport:
             return None
         try:
             return json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
             ctype = response.headers.get("Content-Type", "?")
             raise exc.InvalidResponse(
                 f"{response.request.method} {_path(response.url)}: expected JSON, got {ctype} "
@@ -545,7 +557,7 @@ def error_from_response(response: requests.Response, method: str, path: str, key
     body: Any = None
     try:
         body = json.loads(raw) if raw.strip() else None
-    except ValueError:
+    except (ValueError, RecursionError):
         body = None
     message = server_message(body, raw, response.headers.get("Content-Type", ""))
     body_key = body.get("key") if isinstance(body, dict) else None
