@@ -1,0 +1,369 @@
+"""Steps for client-keyed assets: compute plans and their tasks, waiting, performances, cancel.
+
+Plan and task keys are chosen here, deterministically from the run identity, so a rerun of the
+same pipeline run finds the plan a first attempt created and adds only the tasks it lacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+import datetime as dt
+import enum
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+
+from substra_flows import exceptions as exc
+from substra_flows import models, schemas, waiting
+from substra_flows.schemas import build_spec, check_key
+
+from .assets import check_batch_size
+from .keys import as_uuid, check_run_identity, derive_key, derive_task_key
+
+__all__ = [
+    "SubmittedPlan",
+    "async_wait_compute_plan",
+    "async_wait_task",
+    "cancel_compute_plan",
+    "fetch_performances",
+    "prepare_compute_plan",
+    "submit_compute_plan",
+    "wait_compute_plan",
+    "wait_task",
+]
+
+logger = logging.getLogger("substra_flows.steps")
+
+_LOOKUP_CHUNK = 100  # task keys per GET /task/?key=... (keeps URLs short)
+_FINAL_PLAN_STATUSES = frozenset(
+    {
+        models.ComputePlanStatus.done.value,
+        models.ComputePlanStatus.failed.value,
+        models.ComputePlanStatus.canceled.value,
+    }
+)
+
+
+@dataclass
+class SubmittedPlan:
+    """Result of :func:`submit_compute_plan`."""
+
+    compute_plan_key: str
+    created: bool  # the plan was created by this call (False: found from a previous attempt)
+    added_task_keys: list[str] = field(default_factory=list)  # tasks this call registered
+    existing_task_keys: list[str] = field(default_factory=list)  # tasks found registered already
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# Submission
+# --------------------------------------------------------------------------------------------
+
+
+def prepare_compute_plan(
+    compute_plan: Mapping[str, Any] | Any, run_identity: Sequence[str] | None = None
+) -> tuple[schemas.ComputePlanSpec, dict[str, str]]:
+    """Validate a plan spec and give it deterministic keys; no request is sent.
+
+    - Plan key: ``compute_plan["key"]`` if given, else ``derive_key(*run_identity)``, else an error.
+    - Task keys: a ``task_id`` that is a UUID is kept (it must then be stable across reruns: derive it,
+      e.g. with :func:`derive_key`); any other non-empty ``task_id`` is a task *name* and becomes
+      ``uuid5(plan key, task_id)`` (:func:`derive_task_key`), and every ``parent_task_key`` naming a
+      task of the plan by that name is rewritten to the derived key.
+
+    Returns the validated spec and the map {task name: derived key}.
+    """
+    raw = _as_dict(compute_plan)
+    if raw.get("key") is None:
+        if run_identity is None:
+            raise exc.SpecValidationError.for_field(
+                "key",
+                None,
+                "the plan has no key: give compute_plan['key'] or run_identity=(dag_id, run_id, ...) so that "
+                "a rerun of the same run finds the same plan",
+            )
+        raw["key"] = derive_key(*check_run_identity(run_identity))
+    names: dict[str, str] = {}
+    plan_key = as_uuid(raw["key"])
+    tasks = raw.get("tasks")
+    if plan_key is not None and isinstance(tasks, list):
+        _derive_task_keys(plan_key, tasks, names)
+    try:
+        spec = build_spec(schemas.ComputePlanSpec, raw)
+    except exc.SpecValidationError as error:
+        raise _with_task_names(error, names) from None
+    return spec, names
+
+
+def _as_dict(compute_plan: Any) -> dict[str, Any]:
+    """A deep copy of the spec as a dict (a pydantic spec keeps only the fields that were set, so a
+    ComputePlanSpec built without key does not carry its random default key)."""
+    if isinstance(compute_plan, pydantic.BaseModel):
+        return compute_plan.model_dump(exclude_unset=True)
+    if not isinstance(compute_plan, Mapping):
+        raise exc.SpecValidationError.for_field("compute_plan", compute_plan, "expected a dict or a ComputePlanSpec")
+    return copy.deepcopy(dict(compute_plan))
+
+
+def _derive_task_keys(plan_key: str, tasks: list[Any], names: dict[str, str]) -> None:
+    """Rewrite task names into keys in place (malformed entries are left for the spec to report)."""
+    for task in tasks:
+        if not isinstance(task, dict):
+            continue
+        task_id = task.get("task_id")
+        if isinstance(task_id, str) and task_id.strip() and as_uuid(task_id) is None:
+            if task_id in names:
+                raise exc.SpecValidationError.for_field("tasks", task_id, f"task_id used by several tasks: {task_id!r}")
+            names[task_id] = derive_task_key(plan_key, task_id)
+            task["task_id"] = names[task_id]
+    for i, task in enumerate(tasks):
+        inputs = task.get("inputs") if isinstance(task, dict) else None
+        if not isinstance(inputs, list):
+            continue
+        for j, ref in enumerate(inputs):
+            parent = ref.get("parent_task_key") if isinstance(ref, dict) else None
+            if not isinstance(parent, str) or not parent:
+                continue
+            if parent in names:
+                ref["parent_task_key"] = names[parent]
+            elif as_uuid(parent) is None:
+                raise exc.SpecValidationError.for_field(
+                    f"tasks.{i}.inputs.{j}.parent_task_key",
+                    parent,
+                    "is neither a UUID nor the task_id of a task of this plan",
+                )
+
+
+def _with_task_names(error: exc.SpecValidationError, names: Mapping[str, str]) -> exc.SpecValidationError:
+    """Show task names next to the keys derived from them, so errors name what the caller wrote."""
+    if not names:
+        return error
+    text = str(error)
+    for name, key in names.items():
+        text = text.replace(key, f"{key} (task_id {name!r})")
+    return type(error)(text, errors=error.errors)
+
+
+def submit_compute_plan(
+    client: Any,
+    compute_plan: Mapping[str, Any] | Any,
+    *,
+    run_identity: Sequence[str] | None = None,
+    batch_size: int = 500,
+) -> SubmittedPlan:
+    """Submit a plan whose key is given or derived from ``run_identity``; resubmitting returns the
+    existing plan and adds only the missing tasks.
+
+    Steps: create the plan (an existing plan with this key is found, not an error), then, unless this
+    call just created it, list which of the spec's task keys the plan already holds
+    (``GET /task/?compute_plan_key=..&key=..``), and register only the others with
+    ``add_compute_plan_tasks`` in parents-first batches of ``batch_size``. Task names are turned into
+    keys as described in :func:`prepare_compute_plan`.
+    """
+    check_batch_size(batch_size)
+    spec, _ = prepare_compute_plan(compute_plan, run_identity)
+    created = _create_plan(client, spec)
+    tasks = list(spec.tasks or [])
+    existing = set() if created else _registered_task_keys(client, spec.key, [t.task_id for t in tasks])
+    missing = [t for t in tasks if t.task_id not in existing]
+    if missing:
+        client.add_compute_plan_tasks(spec.key, missing, batch_size=batch_size)
+    logger.info(
+        "compute plan %s %s: %d task(s) added, %d already registered",
+        spec.key,
+        "created" if created else "found",
+        len(missing),
+        len(existing),
+    )
+    return SubmittedPlan(
+        compute_plan_key=spec.key,
+        created=created,
+        added_task_keys=[t.task_id for t in missing],
+        existing_task_keys=[t.task_id for t in tasks if t.task_id in existing],
+    )
+
+
+def _create_plan(client: Any, spec: schemas.ComputePlanSpec) -> bool:
+    """Create the plan without tasks (an existing plan with this key is found); True if created now."""
+    if hasattr(client, "submit_compute_plan"):
+        return bool(client.submit_compute_plan(spec.to_wire()).created)
+    client.add_compute_plan(spec.to_wire())  # SDK-like client: cannot tell created from found
+    return False
+
+
+def _registered_task_keys(client: Any, plan_key: str, keys: Sequence[str]) -> set[str]:
+    """Which of ``keys`` are tasks of the plan already."""
+    found: set[str] = set()
+    for start in range(0, len(keys), _LOOKUP_CHUNK):
+        chunk = list(keys[start : start + _LOOKUP_CHUNK])
+        tasks = client.list_task(filters={"compute_plan_key": [plan_key], "key": chunk})
+        found.update(t.key for t in tasks if t.key in chunk)
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# Waiting
+# --------------------------------------------------------------------------------------------
+
+
+def wait_compute_plan(
+    client: Any, compute_plan_key: str, *, timeout: float | None = None, polling_period: float = 5.0
+) -> Any:
+    """Wait until the plan is DONE; raise ``FutureFailureError`` naming failed tasks with their log tail,
+    ``FutureTimeoutError`` past the deadline."""
+    try:
+        return client.wait_compute_plan(compute_plan_key, timeout=timeout, polling_period=polling_period)
+    except exc.FutureFailureError as error:
+        completed = complete_failure(client, error)
+        if completed is error:
+            raise
+        raise completed from error
+
+
+async def async_wait_compute_plan(
+    client: Any, compute_plan_key: str, *, timeout: float | None = None, polling_period: float = 5.0
+) -> Any:
+    """Awaitable twin of :func:`wait_compute_plan`, never blocking the event loop."""
+    try:
+        return await client.async_wait_compute_plan(compute_plan_key, timeout=timeout, polling_period=polling_period)
+    except exc.FutureFailureError as error:
+        completed = await asyncio.to_thread(complete_failure, client, error)
+        if completed is error:
+            raise
+        raise completed from error
+
+
+def wait_task(client: Any, task_key: str, *, timeout: float | None = None, polling_period: float = 5.0) -> Any:
+    """Wait until the task is DONE (errors as :func:`wait_compute_plan`)."""
+    try:
+        return client.wait_task(task_key, timeout=timeout, polling_period=polling_period)
+    except exc.FutureFailureError as error:
+        completed = complete_failure(client, error)
+        if completed is error:
+            raise
+        raise completed from error
+
+
+async def async_wait_task(
+    client: Any, task_key: str, *, timeout: float | None = None, polling_period: float = 5.0
+) -> Any:
+    """Awaitable twin of :func:`wait_task`."""
+    try:
+        return await client.async_wait_task(task_key, timeout=timeout, polling_period=polling_period)
+    except exc.FutureFailureError as error:
+        completed = await asyncio.to_thread(complete_failure, client, error)
+        if completed is error:
+            raise
+        raise completed from error
+
+
+def complete_failure(client: Any, error: exc.FutureFailureError) -> exc.FutureFailureError:
+    """Make sure a failure names the failed task(s) and carries their log tails.
+
+    The client blames a plan's ``failed_task_key``; when the server did not set it, the plan's FAILED
+    tasks are listed instead. Log tails the client could not fetch are tried once more. Returns
+    ``error`` itself when it was already complete, else a new error with the full message.
+    """
+    culprits = list(error.failed_task_keys)
+    logs = dict(error.logs)
+    failed = waiting.status_of(error.asset) == models.ComputePlanStatus.failed.value
+    if error.kind == waiting.WaitKind.compute_plan.value and failed and not culprits:
+        try:
+            tasks = client.list_task(
+                filters={"compute_plan_key": [error.key], "status": [models.ComputeTaskStatus.failed.value]}
+            )
+            culprits = [t.key for t in tasks]
+        except exc.SubstraError as lookup_error:
+            logger.warning("could not list the failed tasks of compute plan %s: %s", error.key, lookup_error)
+    for task_key in culprits:
+        if not logs.get(task_key):
+            tail = _log_tail(client, task_key)
+            if tail:
+                logs[task_key] = tail
+    if culprits == list(error.failed_task_keys) and logs == dict(error.logs):
+        return error
+    kind = waiting.WaitKind(error.kind)
+    outcome = (
+        waiting.Outcome.canceled if error.status == models.ComputePlanStatus.canceled.value else waiting.Outcome.failed
+    )
+    return exc.FutureFailureError(
+        waiting.failure_message(kind, str(error.key), error.asset, outcome, culprits, logs),
+        key=str(error.key),
+        kind=error.kind,
+        status=error.status,
+        failed_task_keys=culprits,
+        logs=logs,
+        asset=error.asset,
+    )
+
+
+def _log_tail(client: Any, task_key: str) -> str | None:
+    """Last lines of a task's logs, or None."""
+    if hasattr(client, "log_tail"):
+        return client.log_tail(task_key)
+    try:
+        text = client.get_logs(task_key)
+    except exc.SubstraError:
+        return None
+    return "\n".join(text.splitlines()[-waiting.LOG_TAIL_LINES :])
+
+
+# --------------------------------------------------------------------------------------------
+# Performances and cancel
+# --------------------------------------------------------------------------------------------
+
+
+def jsonable(value: Any) -> Any:
+    """Dates as ISO strings, enums as their wire strings, containers recursively."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def fetch_performances(client: Any, compute_plan_key: str) -> list[dict[str, Any]]:
+    """Performance rows of a plan (one dict per task output), JSON-serialisable.
+
+    Keys: compute_plan_key, compute_plan_tag, compute_plan_status, compute_plan_start_date,
+    compute_plan_end_date, compute_plan_metadata, worker, task_key, task_rank, round_idx,
+    identifier, performance.
+    """
+    compute_plan_key = check_key(compute_plan_key, "compute_plan_key")
+    return [jsonable(row) for row in client.get_performances(compute_plan_key).rows()]
+
+
+def cancel_compute_plan(client: Any, compute_plan_key: str) -> bool:
+    """Cancel a plan unless already in a final state; True when this call cancelled it.
+
+    The plan is read first: DONE, FAILED or CANCELED -> nothing sent, False. If the cancel request
+    fails (e.g. the server's 500 on a plan that just reached a final state), the plan is read again:
+    final -> no error (True if it is now CANCELED, False if it ended DONE or FAILED); else re-raised.
+    """
+    compute_plan_key = check_key(compute_plan_key, "compute_plan_key")
+    status = waiting.status_of(client.get_compute_plan(compute_plan_key))
+    if status in _FINAL_PLAN_STATUSES:
+        logger.info("compute plan %s is already final (%s): nothing to cancel", compute_plan_key, status)
+        return False
+    try:
+        client.cancel_compute_plan(compute_plan_key)
+    except exc.SubstraError as error:
+        status = waiting.status_of(client.get_compute_plan(compute_plan_key))
+        if status not in _FINAL_PLAN_STATUSES:
+            raise
+        logger.info("compute plan %s: cancel answered %s, but the plan is %s", compute_plan_key, error, status)
+        return status == models.ComputePlanStatus.canceled.value
+    logger.info("compute plan %s canceled", compute_plan_key)
+    return True
