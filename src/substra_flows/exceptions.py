@@ -67,7 +67,8 @@ _MIN_SECRET_LEN = 4  # never register trivially short strings: they would mangle
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # credentials look like long opaque strings; short words ("Token removed") are left alone
     (re.compile(r"\b(Token|Bearer|Basic)\s+[A-Za-z0-9._~+/=\-]{16,}"), r"\1 ***"),
-    (re.compile(r"""(["']?(?:token|password|secret)["']?\s*[:=]\s*)["'][^"']*["']""", re.I), r"\1'***'"),
+    # the closing quote is optional: a body cut short (error snippets) must not leak half a token
+    (re.compile(r"""(["']?(?:token|password|secret)["']?\s*[:=]\s*)["'][^"']*["']?""", re.I), r"\1'***'"),
     (re.compile(r"\b(token|password)=[^&\s]+", re.I), r"\1=***"),
 )
 

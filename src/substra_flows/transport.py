@@ -414,6 +414,8 @@ class Transport:
                 timeout=self.timeout,
                 stream=True,
                 allow_redirects=method == "GET",
+                # explicit, because requests lets REQUESTS_CA_BUNDLE override a session's verify=False
+                verify=self.session.verify,
             )
         except requests.exceptions.RequestException as error:
             logger.debug("%s %s -> %s after %.1f ms", method, path, type(error).__name__, _ms(started))

@@ -193,6 +193,7 @@ def test_a_401_logs_in_again_exactly_once(org: NodeOrganization) -> None:
     adapter = LossyAdapter()
     client = lossy_client(org, adapter, username=org.username, password=org.password)
     assert adapter.count("POST", "/api-token-auth/") == 1 and len(adapter.login_ids) == 1
+    plan_key = client.add_compute_plan({"key": str(uuid.uuid4()), "name": "re-login probe", "tasks": []}).key
     # the token dies server-side (logged out elsewhere, or revoked by an admin)
     revoked = requests.delete(
         f"{org.url}/active-api-tokens/",
@@ -201,10 +202,10 @@ def test_a_401_logs_in_again_exactly_once(org: NodeOrganization) -> None:
         timeout=10,
     )
     assert revoked.status_code == 200
-    assert isinstance(client.list_compute_plan(page_size=1), list)
+    assert client.get_compute_plan(plan_key).key == plan_key  # one page-free call: the shared node holds other plans
     assert adapter.count("POST", "/api-token-auth/") == 2  # one re-login
-    assert adapter.count("GET", "/compute_plan/") == 2  # the refused call, then the same call again
-    client.list_compute_plan(page_size=1)
+    assert adapter.count("GET", f"/compute_plan/{plan_key}/") == 2  # the refused call, then the same call again
+    client.get_compute_plan(plan_key)
     assert adapter.count("POST", "/api-token-auth/") == 2  # the new token holds
     client.close()
     assert adapter.count("DELETE", "/active-api-tokens/") == 1
