@@ -1,0 +1,218 @@
+"""Ready-made flows: submit a compute plan, wait for it, publish its performances.
+
+:func:`run_compute_plan` is the building block of larger pipelines (see
+``examples/prefect/retraining.py``). Its plan key is derived from the flow run, so a flow run that
+is retried or rerun after a crash finds the plan it already submitted. A plan is never left running
+by a flow run that stopped on purpose: cancelling the flow run or hitting its timeout cancels the
+plan, both from the flow itself and from an ``on_cancellation`` hook for when the flow process is
+gone. A crash does not cancel the plan, so that a rerun can pick it up.
+"""
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any, Optional, Union
+
+from prefect import flow, get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
+from prefect.exceptions import TerminationSignal
+from prefect.flows import Flow
+from prefect.logging.loggers import flow_run_logger
+from prefect.runtime import flow_run as current_flow_run
+from prefect.states import State
+
+from substra_flows import exceptions as exc
+from substra_flows import steps
+from substra_flows.prefect import artifacts
+from substra_flows.prefect.credentials import SubstraCredentials, resolve_credentials
+from substra_flows.prefect.tasks import add_compute_plan, get_performances, wait_compute_plan
+
+__all__ = [
+    "cancel_compute_plan_on_cancellation",
+    "compute_plan_key_for_run",
+    "run_compute_plan",
+]
+
+#: the step name :func:`run_compute_plan` derives its plan key from
+RUN_COMPUTE_PLAN_STEP = "run_compute_plan"
+#: a clean-up call must not hang on an unreachable server
+CLEANUP_RETRY_TIMEOUT = 30.0
+
+# plans being run by flow runs of this process: {flow run id: (credentials, plan key)}; lets the
+# cancellation hook act even when the credentials cannot be rebuilt from the run's parameters
+_RUNNING: dict[str, tuple[SubstraCredentials, str]] = {}
+
+
+def compute_plan_key_for_run(step: str = RUN_COMPUTE_PLAN_STEP, flow_run_id: Any = None) -> str:
+    """Key of the plan that ``step`` of a flow run (the current one by default) submits.
+
+    The same flow run and step always give the same key: a retry or a rerun after a crash finds the
+    plan instead of submitting another.
+    """
+    run_id = flow_run_id or current_flow_run.get_id()
+    if not run_id:
+        raise RuntimeError("compute_plan_key_for_run() needs a running flow, or a flow_run_id")
+    return steps.derive_key("prefect", str(run_id), step)
+
+
+def _plan_key(compute_plan: Mapping[str, Any], flow_run_id: Any) -> str:
+    """The spec's own key, else the one derived from the flow run."""
+    return str(compute_plan.get("key") or compute_plan_key_for_run(RUN_COMPUTE_PLAN_STEP, flow_run_id))
+
+
+def _cancel_quietly(credentials: SubstraCredentials, key: str, reason: str, logger: Any) -> bool:
+    """Cancel the plan as part of a clean-up: log the outcome, never raise (the original error matters more)."""
+    try:
+        with credentials.get_client(retry_timeout=CLEANUP_RETRY_TIMEOUT) as client:
+            cancelled = bool(steps.cancel_compute_plan(client, key))
+    except exc.NotFound:
+        logger.info("compute plan %s was never created: nothing to cancel (%s)", key, reason)
+        return False
+    except Exception as error:  # a clean-up reports; it must not mask the reason it runs
+        logger.error("could not cancel compute plan %s (%s): %s", key, reason, exc.redact(str(error)))
+        return False
+    if cancelled:
+        logger.warning("compute plan %s cancelled (%s)", key, reason)
+    else:
+        logger.info("compute plan %s had already ended: nothing to cancel (%s)", key, reason)
+    return cancelled
+
+
+def _flow_run_is_cancelling(flow_run_id: Optional[str]) -> bool:
+    """Whether Prefect asked this flow run to stop (state Cancelling or Cancelled)."""
+    if not flow_run_id:
+        return False
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(flow_run_id).state
+    except Exception:  # unknown means "not asked": a crash must not cancel the plan
+        return False
+    return bool(state and (state.is_cancelling() or state.is_cancelled()))
+
+
+def _stop_reason(interruption: BaseException, flow_run_id: Optional[str]) -> Optional[str]:
+    """Why the flow stops, when it stops on purpose (cancel, timeout); None for a crash or an error."""
+    if isinstance(interruption, asyncio.CancelledError):
+        return "the flow run was cancelled or timed out"
+    if isinstance(interruption, TimeoutError):
+        return "the flow run timed out"
+    if isinstance(interruption, Exception):
+        return None
+    if _flow_run_is_cancelling(flow_run_id):  # TerminationSignal and co: cancel only if Prefect asked
+        kind = "termination signal" if isinstance(interruption, TerminationSignal) else type(interruption).__name__
+        return f"the flow run was cancelled ({kind})"
+    return None
+
+
+def _credentials_from_parameter(value: Any) -> Optional[SubstraCredentials]:
+    """Rebuild the credentials of a flow run from its stored parameter: a block name or a saved block.
+
+    An unsaved block is stored with its secrets masked and cannot be rebuilt: None.
+    """
+    if isinstance(value, SubstraCredentials):
+        return value
+    if isinstance(value, str):
+        return resolve_credentials(value)
+    if isinstance(value, Mapping):
+        ref = value.get("$ref") or (
+            {"block_document_id": value["_block_document_id"]} if value.get("_block_document_id") else None
+        )
+        if ref:
+            return SubstraCredentials.load_from_ref(ref, _sync=True)  # type: ignore[call-arg]
+    return None
+
+
+def cancel_compute_plan_on_cancellation(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]) -> None:
+    """``on_cancellation`` hook: cancel the plan the cancelled flow run submitted.
+
+    Runs in the flow's process or, when the process was killed, in the runner that served it; it
+    finds the plan key from the run's parameters or id, and the credentials from this process or
+    from the saved block the run was given.
+    """
+    logger: Any = flow_run_logger(flow_run, flow)
+    running = _RUNNING.get(str(flow_run.id))
+    if running is not None:
+        credentials, key = running
+    else:
+        parameters = flow_run.parameters or {}
+        compute_plan = parameters.get("compute_plan")
+        key = _plan_key(compute_plan if isinstance(compute_plan, Mapping) else {}, flow_run.id)
+        try:
+            found = _credentials_from_parameter(parameters.get("credentials"))
+        except Exception as error:
+            logger.error("cannot load the credentials to cancel compute plan %s: %s", key, exc.redact(str(error)))
+            return
+        if found is None:
+            logger.warning(
+                "cannot cancel compute plan %s from here: pass the credentials as a saved block (or its name)", key
+            )
+            return
+        credentials = found
+    _cancel_quietly(credentials, key, f"flow run entered {state.name}", logger)
+
+
+@flow(name="substra-run-compute-plan", on_cancellation=[cancel_compute_plan_on_cancellation])
+def run_compute_plan(
+    credentials: Union[SubstraCredentials, str],
+    compute_plan: dict[str, Any],
+    wait_timeout: Optional[float] = None,
+    polling_period: float = 5.0,
+    cancel_on_timeout: bool = True,
+    artifact_key_prefix: str = "substra",
+) -> dict[str, Any]:
+    """Submit a compute plan (or find it, on a rerun), wait for it, and publish its performances.
+
+    ``credentials`` is a block or the name of a saved one (prefer names in deployments: parameters
+    are stored). The plan key is the spec's ``key``, else derived from this flow run. On failure,
+    raises ``FutureFailureError`` naming the failed tasks with their log tail; past
+    ``wait_timeout`` seconds, cancels the plan (unless ``cancel_on_timeout=False``) and raises
+    ``FutureTimeoutError``. Artifacts: a link to the plan, a table of performances, a summary.
+    Returns ``{"compute_plan_key", "created", "status", "link", "performances"}``.
+    """
+    logger = get_run_logger()
+    block = resolve_credentials(credentials)
+    run_id = current_flow_run.get_id()
+    key = _plan_key(compute_plan, run_id)
+    link = block.compute_plan_url(key)
+    name = compute_plan.get("name")
+    prefix = artifact_key_prefix
+    _RUNNING[str(run_id)] = (block, key)
+    try:
+        submitted = add_compute_plan(block, {**compute_plan, "key": key})
+        artifacts.create_plan_link_artifact(link, key, key_prefix=prefix)
+        try:
+            plan = wait_compute_plan(block, key, timeout=wait_timeout, polling_period=polling_period)
+        except exc.FutureFailureError as failure:
+            artifacts.create_summary_artifact(
+                key, status=str(failure.status), link=link, name=name, failure=failure, key_prefix=prefix
+            )
+            raise
+        except exc.FutureTimeoutError as late:
+            note = f"Still `{late.status}` after {late.timeout:g}s."
+            if cancel_on_timeout:
+                cancelled = _cancel_quietly(block, key, f"not done after {late.timeout:g}s", logger)
+                note += " Cancelled." if cancelled else ""
+            artifacts.create_summary_artifact(
+                key, status=str(late.status), link=link, name=name, note=note, key_prefix=prefix
+            )
+            raise
+        rows = get_performances(block, key)
+        artifacts.create_performance_artifact(rows, key, key_prefix=prefix)
+        artifacts.create_summary_artifact(
+            key, status=str(plan["status"]), link=link, name=name, rows=rows, key_prefix=prefix
+        )
+        logger.info("compute plan %s done: %d performance(s)", key, len(rows))
+        return {
+            "compute_plan_key": key,
+            "created": submitted["created"],
+            "status": plan["status"],
+            "link": link,
+            "performances": rows,
+        }
+    except BaseException as interruption:
+        reason = _stop_reason(interruption, run_id)
+        if reason is not None:
+            _cancel_quietly(block, key, reason, logger)
+        raise
+    finally:
+        _RUNNING.pop(str(run_id), None)
