@@ -26,7 +26,6 @@ from examples import assets
 from substra_flows.prefect import (
     SubstraCredentials,
     add_function,
-    compute_plan_key_for_run,
     download_model,
     evaluate_quality_gate,
     get_leaderboard,
@@ -36,6 +35,7 @@ from substra_flows.prefect import (
     run_compute_plan,
 )
 from substra_flows.prefect.artifacts import artifact_key
+from substra_flows.steps import derive_key
 
 FUNCTIONS = ("train", "aggregate", "predict", "score")
 METRIC = "performance"  # output identifier of the example score function
@@ -130,6 +130,7 @@ def retraining(
     workdir: str = ".retraining",
     models_dir: str = "models",
     rounds: int = 1,
+    evaluate_every_round: bool = False,
     n_samples: int = 2,
     min_improvement: float = 0.0,
     wait_timeout: Optional[float] = 3600.0,
@@ -138,8 +139,10 @@ def retraining(
     """One day of federated retraining: ETL, register, train, evaluate, rank, and promote if better.
 
     ``organizations`` are credentials blocks (or saved block names), the first one submitting the plan;
-    ``day`` defaults to the scheduled date. Returns the day's plan key, performances, gate decision
-    and the promoted model's path (None when the gate kept the previous model).
+    ``day`` defaults to the scheduled date. The plan key is derived from the pipeline and the day, so a
+    retried or repeated run for the same day finds that day's plan instead of training again. Returns
+    the day's plan key, performances, gate decision and the promoted model's path (None when the gate
+    kept the previous model).
     """
     logger = get_run_logger()
     orgs = [resolve_credentials(c) for c in organizations]
@@ -154,7 +157,7 @@ def retraining(
     ]
     functions = _register_functions(orgs[0], build_function_files(str(work)), pipeline)
 
-    plan_key = compute_plan_key_for_run("retraining")
+    plan_key = derive_key("prefect-retraining", pipeline, str(day))
     spec = assets.build_federated_plan(
         compute_plan_key=plan_key,
         name=f"{pipeline} day {day}",
@@ -163,6 +166,7 @@ def retraining(
         rounds=rounds,
         tag=pipeline,
         metadata={"pipeline": pipeline, "day": str(day)},
+        evaluate_every_round=evaluate_every_round,
     )
     outcome = run_compute_plan(
         orgs[0], spec, wait_timeout=wait_timeout, polling_period=polling_period, artifact_key_prefix=pipeline
