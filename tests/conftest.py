@@ -1,6 +1,8 @@
 """Fixtures shared by every test tier.
 
 - ``local_node``: one 2-organization local node for the session (live tests).
+- ``prefect_server``: one Prefect test server for the session (``prefect_test_harness``; starting
+  one takes ~15 s), used by every Prefect test and by the demo test.
 - Cassette tests: mark them ``@pytest.mark.vcr`` and ``@pytest.mark.cassette``, take their
   organizations from the ``substra_targets`` fixture, and choose keys with
   ``tests.recording.stable_key``; see tests/recording.py for replay and re-recording.
@@ -8,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +27,18 @@ def local_node() -> Iterator[LocalNode]:
     """One 2-organization local node for the whole session (tests must not rely on an empty store)."""
     with LocalNode(organizations=2) as node:
         yield node
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """A temporary Prefect server and database for the session (Prefect is imported only when needed)."""
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    from prefect.settings import PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    quiet = {PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore"}  # standalone task runs log locally only
+    with prefect_test_harness(server_startup_timeout=120), temporary_settings(quiet):
+        yield
 
 
 @pytest.fixture(scope="module")

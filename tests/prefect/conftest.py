@@ -1,6 +1,6 @@
 """Fixtures of the Prefect tests.
 
-- One Prefect test server (``prefect_test_harness``) for the whole session: starting one takes ~15 s.
+- Every test here uses the session's Prefect test server (``prefect_server`` in tests/conftest.py).
 - ``vcr_config``: the shared cassette settings, except that Prefect's own API calls (flow and task
   runs, logs, artifacts) go to the test server untouched and are never recorded.
 - ``fake_steps`` / ``fake_credentials``: unit-test doubles of the steps and of the client.
@@ -10,15 +10,13 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import vcr
-from prefect.settings import PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, get_current_settings, temporary_settings
-from prefect.testing.utilities import prefect_test_harness
+from prefect.settings import get_current_settings
 from vcr.cassette import Cassette
 
 from substra_flows.local_node import LocalNode
@@ -28,12 +26,8 @@ from tests.recording import Target, vcr_settings
 
 
 @pytest.fixture(scope="session", autouse=True)
-def prefect_server() -> Iterator[None]:
-    """A temporary Prefect server and database, shared by every Prefect test of the session."""
-    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    quiet = {PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore"}  # standalone task runs log locally only
-    with prefect_test_harness(server_startup_timeout=120), temporary_settings(quiet):
-        yield
+def _prefect_tests_use_the_session_server(prefect_server: None) -> None:
+    """Every Prefect test runs against the session's Prefect test server (tests/conftest.py)."""
 
 
 def _prefect_api_prefix() -> str:
