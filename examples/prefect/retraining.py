@@ -25,6 +25,7 @@ from prefect.runtime import flow_run
 from examples import assets
 from substra_flows.prefect import (
     SubstraCredentials,
+    add_data_samples,
     add_function,
     download_model,
     evaluate_quality_gate,
@@ -79,24 +80,25 @@ def _register_organization(
 ) -> dict[str, Any]:
     """Register (or find) the organization's dataset with that day's samples; return its plan inputs."""
     shared = {"public": False, "authorized_ids": org_ids}
+    ledger_dir = str(workdir / "ledgers")
+    # train and test samples go in separate calls: a server need not return keys in request order
     registered = register_dataset(
         credentials,
         name=f"{pipeline} org-{index}",
         opener=str(assets.opener_path()),
-        sample_paths=samples["train"] + samples["test"],
+        sample_paths=samples["train"],
         description=str(assets.write_description(workdir / f"dataset-org-{index}.md", f"{pipeline} org-{index}")),
         permissions=shared,
         logs_permission=shared,
-        ledger_dir=str(workdir / "ledgers"),
+        ledger_dir=ledger_dir,
     )
-    keys = registered["sample_keys"]
-    n_train = len(samples["train"])
+    test_keys = add_data_samples(credentials, registered["dataset_key"], samples["test"], ledger_dir=ledger_dir)
     return {
         "organization_id": org_ids[index - 1],
         "dataset_key": registered["dataset_key"],
         "dataset_created": registered["created"],
-        "train_sample_keys": keys[:n_train],
-        "test_sample_keys": keys[n_train:],
+        "train_sample_keys": registered["sample_keys"],
+        "test_sample_keys": test_keys,
     }
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from substra_flows import waiting
+from substra_flows import steps, waiting
 
 PLAN_DONE, PLAN_DOING = "PLAN_STATUS_DONE", "PLAN_STATUS_DOING"
 PLAN_FAILED, PLAN_CANCELED = "PLAN_STATUS_FAILED", "PLAN_STATUS_CANCELED"
@@ -101,6 +101,8 @@ class FakeSubstra:
     @staticmethod
     def derive_key(*parts: str) -> str:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, "fake/" + "/".join(parts)))
+
+    given_compute_plan_key = staticmethod(steps.given_compute_plan_key)  # pure: the real one
 
     def register_dataset(self, client: Any, **kwargs: Any) -> Registered:
         self.calls.append(("register_dataset", kwargs))

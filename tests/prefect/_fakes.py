@@ -127,11 +127,14 @@ class FakeSteps:
         keys = [_sample_key(p) for p in sample_paths]
         return steps.RegisteredDataset(DATASET_KEY, keys, keys, True)
 
-    def _submit(self, client: Any, spec: Any, *, run_identity: Any = None, batch_size: int = 500) -> Any:
-        key = spec.get("key") or steps.derive_key(*run_identity)
+    def _submit(
+        self, client: Any, spec: Any, *, run_identity: Any = None, compute_plan_key: Any = None, batch_size: int = 500
+    ) -> Any:
+        key = steps.resolve_compute_plan_key(spec, compute_plan_key, run_identity)
         created = key not in self.created_plans
         self.created_plans.add(key)
-        tasks = [t["task_id"] for t in spec.get("tasks", [])] if created else []
+        raw = spec.model_dump(exclude_unset=True) if hasattr(spec, "model_dump") else spec
+        tasks = [t["task_id"] for t in raw.get("tasks", [])] if created else []
         return steps.SubmittedPlan(compute_plan_key=key, created=created, added_task_keys=tasks)
 
 

@@ -38,7 +38,7 @@ def test_urls_must_be_http(url):
 def test_urls_lose_their_trailing_slash():
     block = SubstraCredentials(url="https://substra.test/org-1/", token=TOKEN, frontend_url="https://ui.test/")
     assert block.url == "https://substra.test/org-1"
-    assert block.compute_plan_url("k") == "https://ui.test/compute_plans/k"
+    assert block.compute_plan_url("k") == "https://ui.test/compute_plans/k/tasks"
     assert SubstraCredentials(url="https://substra.test", token=TOKEN).compute_plan_url("k") == (
         "https://substra.test/compute_plan/k/"
     )

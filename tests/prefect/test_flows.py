@@ -43,7 +43,7 @@ def test_a_plan_is_submitted_waited_for_and_reported(fake_steps: FakeSteps, unit
     key = compute_plan_key_for_run(flow_run_id=run_id)
     assert result["compute_plan_key"] == key and result["created"] is True
     assert result["status"] == "PLAN_STATUS_DONE"
-    assert result["link"] == f"https://ui.test/compute_plans/{key}"
+    assert result["link"] == f"https://ui.test/compute_plans/{key}/tasks"
     assert [r["performance"] for r in result["performances"]] == [0.9, 0.8]
     submitted = fake_steps.submit_compute_plan.calls[0][0][1]
     assert submitted["key"] == key and submitted["name"] == "unit plan"

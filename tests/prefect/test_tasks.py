@@ -167,15 +167,22 @@ def test_add_compute_plan_derives_its_key_from_the_flow_run_and_keeps_it_on_retr
 def test_add_compute_plan_uses_a_given_key(fake_steps: FakeSteps, unit_credentials):
     assert add_compute_plan(unit_credentials, {"key": PLAN_KEY, "tasks": []})["compute_plan_key"] == PLAN_KEY
     other = "5e0f3c57-8d43-4c39-9b5c-222222222222"
-    result = add_compute_plan(unit_credentials, {"key": PLAN_KEY, "tasks": []}, compute_plan_key=other)
-    assert result["compute_plan_key"] == other
+    assert add_compute_plan(unit_credentials, {"tasks": []}, compute_plan_key=other)["compute_plan_key"] == other
     assert [kw["run_identity"] for _, kw in fake_steps.submit_compute_plan.calls] == [None, None]
+
+
+def test_add_compute_plan_refuses_two_different_keys(fake_steps: FakeSteps, unit_credentials):
+    other = "5e0f3c57-8d43-4c39-9b5c-222222222222"
+    with pytest.raises(exc.SpecValidationError, match="compute_plan_key") as refused:
+        add_compute_plan(unit_credentials, {"key": PLAN_KEY, "tasks": []}, compute_plan_key=other)
+    assert other in str(refused.value) and PLAN_KEY in str(refused.value)
+    assert fake_steps.submit_compute_plan.calls == []  # refused before anything is submitted
 
 
 def test_add_compute_plan_accepts_a_spec_object(fake_steps: FakeSteps, unit_credentials):
     result = add_compute_plan(unit_credentials, schemas.ComputePlanSpec(name="from a spec object"))
     (args, kwargs) = fake_steps.submit_compute_plan.calls[0]
-    assert args[1] == {"name": "from a spec object"}  # no random default key: the key is derived
+    assert args[1].model_dump(exclude_unset=True) == {"name": "from a spec object"}  # no random default key
     assert kwargs["run_identity"][2] == "add_compute_plan-0"
     assert result["compute_plan_key"] == steps.derive_key(*kwargs["run_identity"])
 

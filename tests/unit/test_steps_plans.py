@@ -299,3 +299,25 @@ def test_leaderboard_lists_done_plans_by_metadata_and_ranks_them():
     json.dumps([e.to_dict() for e in board])
     decision = steps.quality_gate(keys[0], board)
     assert not decision.promote and decision.best_previous_key == keys[1]
+
+
+def test_the_plan_key_is_the_one_given_else_derived_and_two_different_keys_are_refused():
+    given = "5e0f3c57-8d43-4c39-9b5c-111111111111"
+    assert steps.resolve_compute_plan_key({"key": given}) == given
+    assert steps.resolve_compute_plan_key({}, given) == given
+    assert steps.resolve_compute_plan_key({"key": given}, given) == given
+    assert steps.resolve_compute_plan_key({}, None, RUN) == derive_key(*RUN)
+    assert steps.given_compute_plan_key({}) is None
+    with pytest.raises(exc.SpecValidationError, match="compute_plan_key") as refused:
+        steps.resolve_compute_plan_key({"key": given}, "5e0f3c57-8d43-4c39-9b5c-222222222222", RUN)
+    assert "give only one" in str(refused.value)
+    with pytest.raises(exc.SpecValidationError, match="no key"):
+        steps.resolve_compute_plan_key({})
+
+
+def test_submit_refuses_two_different_keys_before_any_request(client: SubstraClient, adapter: FakeAdapter):
+    adapter.calls.clear()
+    spec = {"key": "5e0f3c57-8d43-4c39-9b5c-111111111111", "name": "p", "tasks": _chain(2)}
+    with pytest.raises(exc.SpecValidationError, match="compute_plan_key"):
+        steps.submit_compute_plan(client, spec, compute_plan_key="5e0f3c57-8d43-4c39-9b5c-222222222222")
+    assert adapter.calls == []

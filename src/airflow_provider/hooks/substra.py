@@ -14,11 +14,10 @@ import json
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from airflow.sdk import BaseHook
 
-from substra_flows import SubstraClient
+from substra_flows import SubstraClient, links
 from substra_flows.exceptions import ConfigurationError, SubstraError, redact, register_secret
 
 if TYPE_CHECKING:
@@ -140,11 +139,7 @@ def frontend_url(conn: Connection) -> str | None:
 
 def compute_plan_url(conn: Connection, compute_plan_key: str) -> str:
     """Where a person can look at a compute plan: the web app when known, else the API."""
-    key = quote(compute_plan_key, safe="")
-    front = frontend_url(conn)
-    if front:
-        return f"{front}/compute_plans/{key}/tasks"
-    return f"{api_url(conn)}/compute_plan/{key}/"
+    return links.compute_plan_url(api_url(conn), compute_plan_key, frontend_url(conn))
 
 
 def _fingerprint(conn: Connection, overrides: Mapping[str, Any]) -> str:

@@ -377,18 +377,11 @@ class SubstraAddComputePlanOperator(SubstraBaseOperator):
             spec = spec.model_dump(by_alias=False, exclude_unset=True)
         if not isinstance(spec, Mapping):
             raise TypeError(f"compute_plan must be a ComputePlanSpec dict, got {type(spec).__name__}")
-        spec = dict(spec)
-        in_spec = spec.get("key")
-        if self.compute_plan_key and in_spec and in_spec != self.compute_plan_key:
-            raise ValueError(
-                f"compute_plan_key {self.compute_plan_key!r} differs from the spec's key {in_spec!r}: give only one"
-            )
-        key = self.compute_plan_key or in_spec
+        key = steps.given_compute_plan_key(spec, self.compute_plan_key)
         if not key:
             ti = context["ti"]
             key = derive_compute_plan_key(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1))
-        spec["key"] = str(key)
-        return spec
+        return {**spec, "key": key}
 
     def execute(self, context: Context) -> str:
         """Submit (or find) the plan, publish its key and link, then wait as configured."""

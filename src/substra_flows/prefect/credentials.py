@@ -13,6 +13,7 @@ from typing import Any, Optional, Union
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
+from substra_flows import links
 from substra_flows.client import SubstraClient
 from substra_flows.config import (
     DEFAULT_BACKOFF,
@@ -125,9 +126,7 @@ class SubstraCredentials(Block):
 
     def compute_plan_url(self, compute_plan_key: str) -> str:
         """Where a person can look at the plan: its page in the web app, else its API resource."""
-        if self.frontend_url:
-            return f"{self.frontend_url}/compute_plans/{compute_plan_key}"
-        return f"{self.url}/compute_plan/{compute_plan_key}/"
+        return links.compute_plan_url(self.url, compute_plan_key, self.frontend_url)
 
 
 CredentialsLike = Union[SubstraCredentials, str]

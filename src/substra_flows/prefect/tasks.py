@@ -293,16 +293,12 @@ def add_compute_plan(
     ``{"compute_plan_key", "created", "added_task_keys", "existing_task_keys"}``.
     """
     logger = get_run_logger()
-    # a ComputePlanSpec keeps only the fields that were set (not its random default key)
-    spec = compute_plan.model_dump(exclude_unset=True) if hasattr(compute_plan, "model_dump") else dict(compute_plan)
-    key = compute_plan_key or spec.get("key")
-    identity = None
-    if key:
-        spec["key"] = key
-    else:
-        identity = run_identity(step)
+    # the run's identity is looked up only when no key is given (it needs a running task)
+    identity = None if steps.given_compute_plan_key(compute_plan, compute_plan_key) else run_identity(step)
     with _connect(credentials) as client:
-        submitted = steps.submit_compute_plan(client, spec, run_identity=identity, batch_size=batch_size)
+        submitted = steps.submit_compute_plan(
+            client, compute_plan, compute_plan_key=compute_plan_key, run_identity=identity, batch_size=batch_size
+        )
     result = _plain(submitted)
     logger.info(
         "compute plan %s %s (%d task(s) added now)",

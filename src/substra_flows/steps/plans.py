@@ -68,12 +68,47 @@ class SubmittedPlan:
 # --------------------------------------------------------------------------------------------
 
 
+def given_compute_plan_key(compute_plan: Mapping[str, Any] | Any, compute_plan_key: str | None = None) -> str | None:
+    """The key the caller chose: ``compute_plan_key``, else the spec's ``key``, else None. The two
+    differing is an error (which one was meant?). No request is sent."""
+    in_spec = _as_dict(compute_plan).get("key")
+    if compute_plan_key and in_spec and str(compute_plan_key) != str(in_spec):
+        raise exc.SpecValidationError.for_field(
+            "compute_plan_key", compute_plan_key, f"differs from the spec's key {in_spec!r}: give only one"
+        )
+    key = compute_plan_key or in_spec
+    return str(key) if key else None
+
+
+def resolve_compute_plan_key(
+    compute_plan: Mapping[str, Any] | Any,
+    compute_plan_key: str | None = None,
+    run_identity: Sequence[str] | None = None,
+) -> str:
+    """The key a plan is submitted under: the one the caller chose (:func:`given_compute_plan_key`),
+    else ``derive_key(*run_identity)``; having neither is an error. No request is sent."""
+    key = given_compute_plan_key(compute_plan, compute_plan_key)
+    if key:
+        return key
+    if run_identity is None:
+        raise exc.SpecValidationError.for_field(
+            "key",
+            None,
+            "the plan has no key: give compute_plan['key'] or run_identity=(dag_id, run_id, ...) so that "
+            "a rerun of the same run finds the same plan",
+        )
+    return derive_key(*check_run_identity(run_identity))
+
+
 def prepare_compute_plan(
-    compute_plan: Mapping[str, Any] | Any, run_identity: Sequence[str] | None = None
+    compute_plan: Mapping[str, Any] | Any,
+    run_identity: Sequence[str] | None = None,
+    *,
+    compute_plan_key: str | None = None,
 ) -> tuple[schemas.ComputePlanSpec, dict[str, str]]:
     """Validate a plan spec and give it deterministic keys; no request is sent.
 
-    - Plan key: ``compute_plan["key"]`` if given, else ``derive_key(*run_identity)``, else an error.
+    - Plan key: as :func:`resolve_compute_plan_key` decides.
     - Task keys: a ``task_id`` that is a UUID is kept (it must then be stable across reruns: derive it,
       e.g. with :func:`derive_key`); any other non-empty ``task_id`` is a task *name* and becomes
       ``uuid5(plan key, task_id)`` (:func:`derive_task_key`), and every ``parent_task_key`` naming a
@@ -82,15 +117,7 @@ def prepare_compute_plan(
     Returns the validated spec and the map {task name: derived key}.
     """
     raw = _as_dict(compute_plan)
-    if raw.get("key") is None:
-        if run_identity is None:
-            raise exc.SpecValidationError.for_field(
-                "key",
-                None,
-                "the plan has no key: give compute_plan['key'] or run_identity=(dag_id, run_id, ...) so that "
-                "a rerun of the same run finds the same plan",
-            )
-        raw["key"] = derive_key(*check_run_identity(run_identity))
+    raw["key"] = resolve_compute_plan_key(raw, compute_plan_key, run_identity)
     names: dict[str, str] = {}
     plan_key = as_uuid(raw["key"])
     tasks = raw.get("tasks")
@@ -157,10 +184,11 @@ def submit_compute_plan(
     compute_plan: Mapping[str, Any] | Any,
     *,
     run_identity: Sequence[str] | None = None,
+    compute_plan_key: str | None = None,
     batch_size: int = 500,
 ) -> SubmittedPlan:
-    """Submit a plan whose key is given or derived from ``run_identity``; resubmitting returns the
-    existing plan and adds only the missing tasks.
+    """Submit a plan whose key is given (``compute_plan_key`` or the spec's) or derived from
+    ``run_identity``; resubmitting returns the existing plan and adds only the missing tasks.
 
     Steps: create the plan (an existing plan with this key is found, not an error), then, unless this
     call just created it, list which of the spec's task keys the plan already holds
@@ -169,7 +197,7 @@ def submit_compute_plan(
     keys as described in :func:`prepare_compute_plan`.
     """
     check_batch_size(batch_size)
-    spec, _ = prepare_compute_plan(compute_plan, run_identity)
+    spec, _ = prepare_compute_plan(compute_plan, run_identity, compute_plan_key=compute_plan_key)
     created = _create_plan(client, spec)
     tasks = list(spec.tasks or [])
     existing = set() if created else _registered_task_keys(client, spec.key, [t.task_id for t in tasks])
