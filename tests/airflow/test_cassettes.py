@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from airflow_provider.sensors.substra import SubstraComputePlanSensor, SubstraTa
 from airflow_provider.triggers.substra import SubstraComputePlanTrigger, SubstraTaskTrigger
 from examples import assets
 from substra_flows import SubstraClient, steps
+from substra_flows import exceptions as exc
 from tests.airflow.conftest import conn_env
 from tests.airflow.fakes import FakeTI
 from tests.cassette import MARKER, client_for, function_spec, register_org_data, setup_cassette, stable_key
@@ -243,6 +245,60 @@ def test_add_function_operator_from_a_folder(conns: list[str], workdir: Path) ->
     assert op.execute(context_for("add function")) == {**first, "created": False}
 
 
+def test_register_dataset_operator_refused_by_the_server_creates_nothing(
+    conns: list[str], tmp_path: Path, workdir: Path, client1: SubstraClient
+) -> None:
+    name = "airflow cassettes refused dataset"
+    op = SubstraRegisterDatasetOperator(
+        task_id="register",
+        substra_conn_id=conns[0],
+        name=name,
+        opener=str(assets.opener_path()),
+        sample_paths=[str(p) for p in assets.generate_samples(1, workdir / "refused-samples", day=13, n_samples=1)],
+        permissions={"public": False, "authorized_ids": ["NoSuchOrgMSP"]},
+        ledger_dir=str(tmp_path),
+    )
+    with pytest.raises(exc.InvalidRequest, match="NoSuchOrgMSP"):
+        op.execute(context_for("register refused"))
+    assert client1.list_dataset(filters={"name": name}) == []
+
+
+def test_add_data_samples_operator_to_an_unknown_dataset(conns: list[str], tmp_path: Path, workdir: Path) -> None:
+    unknown = stable_key(MODULE, "no such dataset")
+    folder = workdir / "orphan-samples"
+    assets.generate_samples(1, folder, day=14, n_samples=1)
+    op = SubstraAddDataSamplesOperator(
+        task_id="samples",
+        substra_conn_id=conns[0],
+        dataset_key=unknown,
+        samples_dir=str(folder),
+        ledger_dir=str(tmp_path),
+    )
+    with pytest.raises(exc.NotFound, match=unknown):
+        op.execute(context_for("add samples unknown"))
+
+
+def test_add_function_operator_from_an_archive_and_a_refused_archive(conns: list[str], workdir: Path) -> None:
+    common = {
+        "task_id": "function",
+        "substra_conn_id": conns[0],
+        "inputs": assets.function_inputs("noop"),
+        "outputs": assets.function_outputs("noop"),
+        "permissions": {"public": True, "authorized_ids": []},
+    }
+    archive = assets.build_function_archive("noop", workdir / "archive-function")
+    first = SubstraAddFunctionOperator(name="airflow cassettes archive function", archive=str(archive), **common)
+    created = first.execute(context_for("add function archive"))
+    assert created["created"] and created["function_key"]
+    no_dockerfile = workdir / "no-dockerfile.zip"
+    with zipfile.ZipFile(no_dockerfile, "w") as zipped:
+        zipped.writestr("function.py", (assets.ASSETS_DIR / "function.py").read_text())
+        zipped.writestr("README.md", "no Dockerfile here")
+    refused = SubstraAddFunctionOperator(name="airflow cassettes no dockerfile", archive=str(no_dockerfile), **common)
+    with pytest.raises(exc.InvalidRequest, match="Dockerfile"):
+        refused.execute(context_for("add function refused"))
+
+
 # -- compute plan operator -------------------------------------------------------------------------------
 
 
@@ -292,6 +348,50 @@ def test_plan_operator_deferrable_with_an_already_finished_plan_does_not_defer(
 ) -> None:
     op = plan_op(orgs, conns[0], {"name": "ignored"}, compute_plan_key=world["done_plan"], deferrable=True)
     assert op.execute(context_for("already finished")) == world["done_plan"]
+
+
+def test_plan_operator_deferred_then_failed_and_an_already_failed_plan_does_not_defer(
+    conns: list[str], orgs: list[Target], world: dict[str, Any]
+) -> None:
+    context = context_for("deferrable failure")
+    spec = failing_plan(world, "deferrable failure")
+    with pytest.raises(TaskDeferred) as deferred:
+        plan_op(orgs, conns[0], spec, deferrable=True, timeout=600).execute(context)
+    (event,) = run_trigger(deferred.value.trigger)
+    fail_task = steps.derive_task_key(plan_key_of(context), "fail")
+    assert event["status"] == "failed" and event["failed_task_keys"] == [fail_task]
+    with pytest.raises(AirflowFailException) as failed:
+        plan_op(orgs, conns[0], spec, deferrable=True, timeout=600).execute_complete(context, event)
+    assert fail_task in str(failed.value) and MARKER in str(failed.value)
+    # a retry of the task finds the failed plan and fails at once, without deferring
+    with pytest.raises(AirflowFailException) as again:
+        plan_op(orgs, conns[0], spec, deferrable=True, timeout=600).execute(context)
+    assert fail_task in str(again.value)
+
+
+def test_plan_operator_deferred_past_its_timeout(
+    conns: list[str], orgs: list[Target], world: dict[str, Any], client1: SubstraClient
+) -> None:
+    context = context_for("deferrable timeout")
+    op = plan_op(orgs, conns[0], noop_chain(world, LONG_CHAIN, "deferrable timeout"), deferrable=True, timeout=0)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    (event,) = run_trigger(deferred.value.trigger)
+    assert event["status"] == "timeout" and event["key"] == plan_key_of(context)
+    with pytest.raises(AirflowException) as timed_out:
+        op.execute_complete(context, event)
+    assert not isinstance(timed_out.value, AirflowFailException)  # a retry may still see the plan finish
+    client1.cancel_compute_plan(plan_key_of(context))
+
+
+def test_get_performances_and_cancel_operators_on_an_unknown_plan(conns: list[str]) -> None:
+    unknown = stable_key(MODULE, "no such plan")
+    perf = SubstraGetPerformancesOperator(task_id="perf", substra_conn_id=conns[0], compute_plan_key=unknown)
+    with pytest.raises(exc.NotFound, match=unknown):
+        perf.execute(context_for("performances unknown", "perf"))
+    cancel = SubstraCancelComputePlanOperator(task_id="cancel", substra_conn_id=conns[0], compute_plan_key=unknown)
+    with pytest.raises(exc.NotFound, match=unknown):
+        cancel.execute(context_for("cancel unknown", "cancel"))
 
 
 def test_get_performances_operator(conns: list[str], world: dict[str, Any]) -> None:
@@ -387,6 +487,71 @@ def test_plan_sensor_deferrable(conns: list[str], orgs: list[Target], world: dic
     assert sensor.execute_complete(context, event)["status"] == "PLAN_STATUS_DONE"
 
 
+def test_plan_sensor_deferred_failure_timeout_and_soft_fail(
+    conns: list[str], orgs: list[Target], world: dict[str, Any], client1: SubstraClient
+) -> None:
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    failing = context_for("sensor deferred failure")
+    plan_op(orgs, conns[0], failing_plan(world, "sensor deferred failure"), wait_for_completion=False).execute(failing)
+    key = plan_key_of(failing)
+    sensor = SubstraComputePlanSensor(
+        compute_plan_key=key, **sensor_kwargs(orgs, substra_conn_id=conns[0], deferrable=True)
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(failing)
+    (failed,) = run_trigger(deferred.value.trigger)
+    with pytest.raises(AirflowFailException) as raised:
+        sensor.execute_complete(failing, failed)
+    assert steps.derive_task_key(key, "fail") in str(raised.value) and MARKER in str(raised.value)
+    soft = SubstraComputePlanSensor(
+        compute_plan_key=key, **sensor_kwargs(orgs, substra_conn_id=conns[0], deferrable=True, soft_fail=True)
+    )
+    with pytest.raises(AirflowSkipException):  # the plan has failed by now: skipped at the first look
+        soft.execute(failing)
+
+    running = context_for("sensor deferred timeout")
+    plan_op(
+        orgs, conns[0], noop_chain(world, LONG_CHAIN, "sensor deferred timeout"), wait_for_completion=False
+    ).execute(running)
+    late = SubstraComputePlanSensor(
+        compute_plan_key=plan_key_of(running),
+        **sensor_kwargs(orgs, substra_conn_id=conns[0], deferrable=True, timeout=0),
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        late.execute(running)
+    (timed_out,) = run_trigger(deferred.value.trigger)
+    assert timed_out["status"] == "timeout"
+    with pytest.raises(AirflowSensorTimeout):
+        late.execute_complete(running, timed_out)
+    client1.cancel_compute_plan(plan_key_of(running))
+
+
+def test_task_sensor_timeout_reschedule_and_deferrable(
+    conns: list[str], orgs: list[Target], world: dict[str, Any], client1: SubstraClient
+) -> None:
+    context = context_for("task sensor modes")
+    plan_op(orgs, conns[0], noop_chain(world, LONG_CHAIN, "task sensor modes"), wait_for_completion=False).execute(
+        context
+    )
+    last = steps.derive_task_key(plan_key_of(context), f"noop-{LONG_CHAIN - 1}")
+    with pytest.raises(AirflowSensorTimeout):
+        SubstraTaskSensor(task_key=last, **sensor_kwargs(orgs, substra_conn_id=conns[0], timeout=0)).execute(context)
+    with pytest.raises(AirflowRescheduleException):
+        SubstraTaskSensor(
+            task_key=last, **sensor_kwargs(orgs, substra_conn_id=conns[0], mode="reschedule", poke_interval=60)
+        ).execute(context)
+    deferring = SubstraTaskSensor(task_key=last, **sensor_kwargs(orgs, substra_conn_id=conns[1], deferrable=True))
+    with pytest.raises(TaskDeferred) as deferred:
+        deferring.execute(context)
+    assert deferred.value.trigger.serialize()[1]["task_key"] == last
+    client1.cancel_compute_plan(plan_key_of(context))
+    (canceled,) = run_trigger(deferred.value.trigger)
+    assert canceled["status"] == "canceled"
+    with pytest.raises(AirflowFailException):
+        deferring.execute_complete(context, canceled)
+
+
 # -- triggers ------------------------------------------------------------------------------------------
 
 
@@ -434,6 +599,31 @@ def test_task_trigger_outcomes(conns: list[str], orgs: list[Target], world: dict
     fail_task = steps.derive_task_key(plan_key_of(failing), "fail")
     (failed,) = run_trigger(SubstraTaskTrigger(fail_task, conns[0], polling_period_seconds=period))
     assert failed["status"] == "failed" and MARKER in failed["message"]
+
+
+def test_task_trigger_timeout(conns: list[str], orgs: list[Target], world: dict[str, Any], client1: SubstraClient):
+    context = context_for("task trigger timeout")
+    plan_op(orgs, conns[0], noop_chain(world, LONG_CHAIN, "task trigger timeout"), wait_for_completion=False).execute(
+        context
+    )
+    last = steps.derive_task_key(plan_key_of(context), f"noop-{LONG_CHAIN - 1}")
+    (timed_out,) = run_trigger(SubstraTaskTrigger(last, conns[0], end_time=time.time() - 1, polling_period_seconds=1))
+    assert timed_out["status"] == "timeout" and timed_out["key"] == last and timed_out["asset_status"] != "STATUS_DONE"
+    client1.cancel_compute_plan(plan_key_of(context))
+
+
+def test_triggers_turn_errors_into_one_error_event(orgs: list[Target], world: dict[str, Any], monkeypatch) -> None:
+    bad = "wrong-token-fedcba9876543210"
+    monkeypatch.setenv(*conn_env("substra_bad", {"conn_type": "substra", "host": orgs[0].url, "password": bad}))
+    for trigger in (
+        SubstraComputePlanTrigger(world["done_plan"], "substra_bad", polling_period_seconds=0),
+        SubstraTaskTrigger(assets.task_key(world["done_plan"], "aggregate/0"), "substra_bad", polling_period_seconds=0),
+    ):
+        events = run_trigger(trigger)
+        assert len(events) == 1
+        (error,) = events
+        assert error["status"] == "error" and "AuthenticationError" in error["message"]
+        assert bad not in repr(error)
 
 
 def test_the_cassettes_hold_no_credentials() -> None:

@@ -30,6 +30,27 @@ def test_login_then_logout_deletes_the_token(org1: Target) -> None:
     assert "Invalid token" in str(raised.value)
 
 
+def test_a_failed_logout_is_logged_not_raised_and_forgets_the_token(
+    org1: Target, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = SubstraClient(url=org1.url)
+    token = client.login(org1.username, org1.password)
+    token_id = client._login_info["id"]
+    # the token is removed behind the client's back, so its own logout is refused
+    gone = requests.delete(
+        f"{org1.url}/active-api-tokens/",
+        params={"id": token_id},
+        headers={"Authorization": f"Token {token}", "Accept": "application/json;version=0.0"},
+        timeout=30,
+    )
+    assert gone.status_code == 200
+    with caplog.at_level("WARNING", logger="substra_flows"):
+        client.logout()  # must not raise: the token is useless either way
+    assert client.transport.token is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "substra_flows"]
+    assert any(m.startswith("logout from") and "failed" in m and "401" in m for m in warnings), warnings
+
+
 def test_login_with_a_wrong_password_is_refused(org1: Target) -> None:
     client = SubstraClient(url=org1.url)
     with pytest.raises(exc.BadLoginException) as raised:

@@ -143,6 +143,22 @@ def test_add_compute_plan_with_a_task_missing_an_input_is_a_400(
     assert "datasamples" in str(raised.value) or "opener" in str(raised.value)  # the missing input is named
 
 
+def test_submit_compute_plan_refused_by_the_server_then_fixed(
+    client1: SubstraClient, org1: Target, world: dict
+) -> None:
+    key = plan_key("submit refused")
+    unknown = plan_key("no such function")
+    broken = {"key": key, "name": "cassette submit refused", "tasks": chain(key, unknown, org1.organization_id, 2)}
+    with pytest.raises(exc.InvalidRequest) as raised:
+        client1.submit_compute_plan(broken)
+    assert raised.value.status_code == 400 and unknown in str(raised.value)
+    assert client1.list_task(filters={"compute_plan_key": [key]}) == []  # the batch was refused as a whole
+    fixed = {**broken, "tasks": chain(key, world["noop"], org1.organization_id, 2)}
+    resubmitted = client1.submit_compute_plan(fixed)  # the same run, fixed: finds its (empty) plan, adds the tasks
+    assert not resubmitted.created and len(resubmitted.added_task_keys) == 2
+    assert len(client1.list_task(filters={"compute_plan_key": [key]})) == 2
+
+
 def test_add_compute_plan_with_a_bad_spec_sends_nothing(client1: SubstraClient, org1: Target, world: dict) -> None:
     key = plan_key("bad spec")
     a, b = task_key(key, "a"), task_key(key, "b")

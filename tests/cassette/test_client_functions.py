@@ -166,4 +166,6 @@ async def test_async_wait_function_and_get_function(client1: SubstraClient, org1
     fetched = await client1.async_get_function(world["listed"][2])
     assert fetched.name == LISTED[2]
     with pytest.raises(exc.NotFound):
+        await client1.async_get_function(unknown_key("function", "async get"))
+    with pytest.raises(exc.NotFound):
         await client1.async_wait_function(unknown_key("function", "async"), polling_period=org1.polling_period)

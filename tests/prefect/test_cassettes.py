@@ -21,6 +21,7 @@ from substra_flows.prefect import (
     add_data_samples,
     add_function,
     async_cancel_compute_plan,
+    async_download_model,
     async_get_compute_plan,
     async_get_performances,
     async_get_task,
@@ -301,6 +302,20 @@ def test_download_model_of_a_task_and_an_unknown_model(creds, world, tmp_path: P
         download_model(creds, tmp_path, model_key=UNKNOWN)
 
 
+async def test_async_download_model_of_a_task_and_an_unknown_task(creds, world, tmp_path: Path):
+    path = Path(await async_download_model(creds, tmp_path / "async", task_key=_task_key(world["done"], "aggregate")))
+    assert path.is_file() and path.parent == tmp_path / "async" and path.read_bytes()
+    with pytest.raises(exc.TaskAssetNotFoundError):
+        await async_download_model(creds, tmp_path, task_key=UNKNOWN)
+
+
+def test_download_model_wants_exactly_one_key(creds, tmp_path: Path):
+    with pytest.raises(exc.SpecValidationError, match="model_key"):
+        download_model(creds, tmp_path, model_key=UNKNOWN, task_key=UNKNOWN)
+    with pytest.raises(exc.SpecValidationError, match="model_key"):
+        download_model(creds, tmp_path)
+
+
 def test_get_compute_plan_and_get_task(creds, world):
     assert get_compute_plan(creds, world["done"])["name"] == f"{PREFIX} done plan"
     assert get_task(creds, _task_key(world["failed"], "fail"))["status"] == "STATUS_FAILED"
@@ -313,6 +328,8 @@ def test_get_compute_plan_and_get_task(creds, world):
 async def test_async_get_compute_plan_and_get_task(creds, world):
     assert (await async_get_compute_plan(creds, world["done"]))["status"] == "PLAN_STATUS_DONE"
     assert (await async_get_task(creds, _task_key(world["done"], "aggregate")))["status"] == "STATUS_DONE"
+    with pytest.raises(exc.NotFound):
+        await async_get_compute_plan(creds, UNKNOWN)
     with pytest.raises(exc.NotFound):
         await async_get_task(creds, UNKNOWN)
 

@@ -33,6 +33,7 @@ __all__ = [
     "add_data_samples",
     "add_function",
     "async_cancel_compute_plan",
+    "async_download_model",
     "async_get_compute_plan",
     "async_get_performances",
     "async_get_task",
@@ -459,6 +460,25 @@ async def async_get_task_logs(credentials: CredentialsLike, task_key: str, tail_
     return exc.redact(_tail(text, tail_lines))
 
 
+def _model_folder(destination_folder: Union[str, Path], model_key: Optional[str], task_key: Optional[str]) -> Path:
+    """Check that exactly one of the keys is given (before any request); create and return the folder."""
+    if (model_key is None) == (task_key is None):
+        raise exc.SpecValidationError.for_field(
+            "model_key", model_key, f"give exactly one of model_key and task_key (task_key={task_key!r})"
+        )
+    folder = Path(destination_folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _download_model(
+    client: SubstraClient, folder: Path, model_key: Optional[str], task_key: Optional[str], identifier: str
+) -> str:
+    if model_key is not None:
+        return str(client.download_model(model_key, folder))
+    return str(client.download_model_from_task(task_key, identifier, folder))  # type: ignore[arg-type]
+
+
 @task(**_TASK_OPTIONS)
 def download_model(
     credentials: CredentialsLike,
@@ -469,18 +489,27 @@ def download_model(
 ) -> str:
     """Save a model in ``destination_folder`` (created if needed): by ``model_key``, or the output
     ``identifier`` of ``task_key``. Returns the file path."""
-    if (model_key is None) == (task_key is None):
-        raise ValueError("give exactly one of model_key and task_key")
-    logger = get_run_logger()
-    folder = Path(destination_folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _model_folder(destination_folder, model_key, task_key)
     with _connect(credentials) as client:
-        if model_key is not None:
-            path = client.download_model(model_key, folder)
-        else:
-            path = client.download_model_from_task(task_key, identifier, folder)  # type: ignore[arg-type]
-    logger.info("model saved to %s", path)
-    return str(path)
+        path = _download_model(client, folder, model_key, task_key, identifier)
+    get_run_logger().info("model saved to %s", path)
+    return path
+
+
+@task(**_TASK_OPTIONS)
+async def async_download_model(
+    credentials: CredentialsLike,
+    destination_folder: Union[str, Path],
+    model_key: Optional[str] = None,
+    task_key: Optional[str] = None,
+    identifier: str = "model",
+) -> str:
+    """Awaitable :func:`download_model` (the download streams to disk off the event loop)."""
+    folder = _model_folder(destination_folder, model_key, task_key)
+    async with _aconnect(credentials) as client:
+        path = await asyncio.to_thread(_download_model, client, folder, model_key, task_key, identifier)
+    get_run_logger().info("model saved to %s", path)
+    return path
 
 
 @task(**_TASK_OPTIONS)
