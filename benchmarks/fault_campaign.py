@@ -31,7 +31,7 @@ import time
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +97,7 @@ class KindResult:
     kind: str
     seed: int
     expected: dict[str, int]
+    face: str = "client"  # what ran the steps: the client, the Airflow DAG or the Prefect flow
     attempts: list[Attempt] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     requests: int = 0
@@ -291,11 +292,30 @@ def count_assets(node: LocalNode, run_id: str) -> dict[str, int]:
         }
 
 
-def names_cause(kind: str, error: BaseException) -> bool:
-    """Whether the error text names what happened, for the kind injected (any kind for MIXED)."""
-    text = f"{type(error).__name__}: {error}"
+def text_names_cause(kind: str, text: str) -> bool:
+    """Whether an error text names what happened, for the kind injected (any kind for MIXED)."""
     patterns = list(CAUSES.values()) if kind == MIXED else [CAUSES[kind]]
     return any(re.search(p, text, re.IGNORECASE) for p in patterns)
+
+
+def names_cause(kind: str, error: BaseException) -> bool:
+    """Whether the error (type and message) names what happened."""
+    return text_names_cause(kind, f"{type(error).__name__}: {error}")
+
+
+def count_all(node: LocalNode, run_id: str = "") -> dict[str, int]:
+    """Everything the node holds (for a node that served one run only), keyed as :func:`count_assets`."""
+    store = node.store
+    with store.lock:
+        return {
+            "datasets": len(store.datasets),
+            "samples": len(store.samples),
+            "functions": len(store.functions),
+            "plans": len(store.plans),
+            "tasks": len(store.tasks),
+            "tasks done": sum(1 for t in store.tasks.values() if t["status"] == "STATUS_DONE"),
+            "performances": sum(len(v) for v in store.performances.values()),
+        }
 
 
 def fault_config(kind: str, seed: int, settings: CampaignSettings) -> FaultConfig:
@@ -304,12 +324,31 @@ def fault_config(kind: str, seed: int, settings: CampaignSettings) -> FaultConfi
     return FaultConfig(rate=settings.rate, kinds=tuple(kinds), slow_seconds=settings.slow_seconds, seed=seed)
 
 
+#: runs the step sequence of ``run_id`` once and returns its performance rows (raising on failure);
+#: running it again for the same ``run_id`` must be safe
+Pipeline = Callable[[LocalNode, str, Path, CampaignSettings], list[dict[str, Any]]]
+#: the assets of ``run_id`` on the node
+AssetCount = Callable[[LocalNode, str], dict[str, int]]
+
+
 def run_kind(
-    node: LocalNode, kind: str, seed: int, settings: CampaignSettings, workdir: Path, expected: dict[str, int]
+    node: LocalNode,
+    kind: str,
+    seed: int,
+    settings: CampaignSettings,
+    workdir: Path,
+    expected: dict[str, int],
+    *,
+    run: Pipeline = pipeline,
+    count: AssetCount = count_assets,
+    face: str = "client",
 ) -> KindResult:
-    """Run the pipeline under ``kind`` faults, rerunning after failures; count the assets at the end."""
+    """Run the pipeline under ``kind`` faults, rerunning after failures; count the assets at the end.
+
+    ``run`` and ``count`` default to the client's step sequence; the orchestrator faces pass their own
+    (benchmarks/fault_campaign_faces.py)."""
     run_id = f"{kind}-s{seed}-{uuid.uuid4().hex[:6]}"
-    result = KindResult(kind=kind, seed=seed, expected=expected)
+    result = KindResult(kind=kind, seed=seed, expected=expected, face=face)
     started = time.monotonic()
     requests = 0
     injected: Counter[str] = Counter()
@@ -322,7 +361,7 @@ def run_kind(
             attempt = Attempt(faults_on=faults_on)
             attempt_started = time.monotonic()
             try:
-                pipeline(node, run_id, workdir / run_id, settings)
+                run(node, run_id, workdir / run_id, settings)
             except Exception as error:  # every failure is recorded and judged
                 attempt.error = f"{type(error).__name__}: {error}"
                 attempt.names_cause = faults_on and names_cause(kind, error)
@@ -340,19 +379,27 @@ def run_kind(
         result.relogins = tally.counts["relogins"]
         result.in_doubt = tally.counts["in_doubt"]
     node.wait_idle(timeout=settings.wait_timeout)
-    result.counts = count_assets(node, run_id)
+    result.counts = count(node, run_id)
     result.requests = requests
     result.injected = dict(injected)
     result.seconds = time.monotonic() - started
     return result
 
 
-def baseline(node: LocalNode, settings: CampaignSettings, workdir: Path) -> dict[str, int]:
+def baseline(
+    node: LocalNode,
+    settings: CampaignSettings,
+    workdir: Path,
+    *,
+    run: Pipeline = pipeline,
+    count: AssetCount = count_assets,
+) -> dict[str, int]:
     """Counts of a fault-free run: what every faulty run must end with."""
     node.set_faults(None)
     run_id = f"baseline-{uuid.uuid4().hex[:6]}"
-    rows = pipeline(node, run_id, workdir / run_id, settings)
-    counts = count_assets(node, run_id)
+    rows = run(node, run_id, workdir / run_id, settings)
+    node.wait_idle(timeout=settings.wait_timeout)
+    counts = count(node, run_id)
     if counts["performances"] != len(rows) or counts["tasks done"] != counts["tasks"]:
         raise RuntimeError(f"the fault-free run is inconsistent: {counts}, {len(rows)} performance rows")
     return counts
@@ -388,7 +435,7 @@ def format_table(results: Sequence[KindResult], settings: CampaignSettings) -> s
     lines.append("|" + "|".join("-" * (max(width, len(name)) + 2) for name, width in COLUMNS) + "|")
     for r in results:
         cells = (
-            r.kind,
+            r.kind if r.face == "client" else f"{r.face}:{r.kind}",
             r.seed,
             r.requests,
             r.faults,
@@ -407,7 +454,7 @@ def format_table(results: Sequence[KindResult], settings: CampaignSettings) -> s
         lines.append("errors that stopped an attempt (then rerun):")
         for r, a in errors:
             text = a.error if len(a.error or "") <= 220 else (a.error or "")[:217] + "..."
-            lines.append(f"  [{r.kind} s{r.seed}] {text}")
+            lines.append(f"  [{r.face}:{r.kind} s{r.seed}] {text}")
     return "\n".join(lines)
 
 

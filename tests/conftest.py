@@ -1,6 +1,7 @@
 """Fixtures shared by every test tier.
 
 - ``local_node``: one 2-organization local node for the session (live tests).
+- ``campaign_report``: lines the fault campaigns print in pytest's terminal summary.
 - ``prefect_server``: one Prefect test server for the session (``prefect_test_harness``; starting
   one takes ~15 s), used by every Prefect test and by the demo test.
 - Cassette tests: mark them ``@pytest.mark.vcr`` and ``@pytest.mark.cassette``, take their
@@ -39,6 +40,24 @@ def prefect_server() -> Iterator[None]:
     quiet = {PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore"}  # standalone task runs log locally only
     with prefect_test_harness(server_startup_timeout=120), temporary_settings(quiet):
         yield
+
+
+_CAMPAIGN_TABLE = pytest.StashKey[list[str]]()
+
+
+@pytest.fixture(scope="session")
+def campaign_report(request: pytest.FixtureRequest) -> list[str]:
+    """Fault-campaign report lines, printed at the end of the session (no ``-s`` needed)."""
+    return request.config.stash.setdefault(_CAMPAIGN_TABLE, [])
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Print the fault campaign tables collected by the campaign tests, if any ran."""
+    lines = config.stash.get(_CAMPAIGN_TABLE, [])
+    if lines:
+        terminalreporter.section("fault campaign")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="module")

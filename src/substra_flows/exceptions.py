@@ -310,7 +310,15 @@ class AssetMaybeCreatedError(RequestException):
 
 
 class InvalidResponse(SubstraError):
-    """The server's answer could not be used: not JSON, too big, or missing required fields."""
+    """The server's answer could not be used: not JSON, too big, or missing required fields.
+
+    ``garbled`` is True for a body the server declared as JSON that does not parse: cut or
+    corrupted in transit, so a safe request may be sent again (unlike, say, an HTML page).
+    """
+
+    def __init__(self, message: str, *, garbled: bool = False, **kwargs: Any) -> None:
+        self.garbled = garbled
+        super().__init__(message, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------

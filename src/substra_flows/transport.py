@@ -3,7 +3,8 @@
 Every call states how safe it is to repeat (:class:`Safety`, after substra-rest-api.md §7):
 
 * ``SAFE``: GETs, PUTs, client-keyed POSTs (compute plan, task batches), merge-only POSTs.
-  Retried on connection errors, read timeouts, 408, 429, 502, 503 and 504.
+  Retried on connection errors, read timeouts, 408, 429, 502, 503 and 504, and on a body
+  declared as JSON that does not parse (cut in transit).
 * ``CONNECT_ONLY``: server-keyed creations (dataset, function, data sample). Retried only
   when the request provably never reached the server (connect error) or was refused by
   throttling (429). Any other transient failure is ambiguous: it becomes
@@ -445,11 +446,13 @@ class Transport:
             return None
         try:
             return json.loads(raw)
-        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
+        except (ValueError, RecursionError) as error:  # RecursionError: absurdly nested JSON
             ctype = response.headers.get("Content-Type", "?")
+            declared_json = "json" in ctype.lower() and not isinstance(error, RecursionError)
             raise exc.InvalidResponse(
                 f"{response.request.method} {_path(response.url)}: expected JSON, got {ctype} "
-                f"({len(raw)} bytes): {_snippet(raw)}",
+                f"({len(raw)} bytes{', unparsable' if declared_json else ''}): {_snippet(raw)}",
+                garbled=declared_json,
                 status_code=response.status_code,
                 method=response.request.method,
                 url=_path(response.url),
@@ -498,6 +501,8 @@ def is_retryable(error: BaseException, safety: Safety) -> bool:
         return False
     if isinstance(error, exc.ConnectionError):
         return error.transient
+    if isinstance(error, exc.InvalidResponse):
+        return error.garbled
     return isinstance(error, (exc.Timeout, exc.GatewayUnavailable, exc.RequestTimeout))
 
 

@@ -322,6 +322,26 @@ def test_non_json_body_is_invalid_response(client, adapter):
         client.organization_info()
 
 
+def test_a_json_body_cut_in_transit_is_retried_on_safe_requests_only(client, adapter, sleeps, server, tmp_path):
+    key = str(uuid.uuid4())
+    server.plans[key] = {**_plan(key)}
+    cut = (200, b'{"key": "' + key.encode() + b'", "own', {"Content-Type": "application/json"})
+    adapter.fault("GET", r"/compute_plan/.*", cut)
+    assert client.get_compute_plan(key).key == key  # a read: sent again
+    assert len(sleeps) == 1
+    adapter.fault("POST", r"/data_manager/", (201, b'{"key": "d7dc', {"Content-Type": "application/json"}))
+    with pytest.raises(exc.AssetMaybeCreatedError, match="unparsable"):  # a server-keyed creation: not resent
+        client.add_dataset(_dataset_spec(tmp_path))
+    assert len([c for c in adapter.calls if c.method == "POST" and c.path == "/data_manager/"]) == 1
+
+
+def test_an_html_page_is_not_retried(client, adapter, sleeps):
+    adapter.route("GET", r"/info/", lambda c, m: (200, b"<html>the web app</html>", {"Content-Type": "text/html"}))
+    with pytest.raises(exc.InvalidResponse) as raised:
+        client.organization_info()
+    assert not raised.value.garbled and sleeps == [] and len(adapter.calls) == 1
+
+
 def test_oversized_json_refused(make_client, adapter):
     client = make_client()
     client.transport.max_json_bytes = 2048

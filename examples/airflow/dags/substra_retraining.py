@@ -12,6 +12,8 @@ Parse time (environment; they shape the DAG):
                                    the first one submits the plan (default: substra_org1,substra_org2)
   SUBSTRA_RETRAINING_DEFERRABLE    wait for the plan in the triggerer (default: true)
   SUBSTRA_RETRAINING_POLL_SECONDS  seconds between two status requests while waiting (default: 10)
+  SUBSTRA_RETRAINING_RETRIES       retries of a failed task (default: 1); every step is safe to rerun
+  SUBSTRA_RETRAINING_RETRY_DELAY   seconds before a retry (default: 30)
 
 Run time (Airflow Variables ``substra_retraining_<name>``, else environment ``SUBSTRA_RETRAINING_<NAME>``):
   data_dir       folder holding ``org-<i>/<YYYY-MM-DD>/{train,test}/<sample folder>/`` (i from 1)
@@ -68,6 +70,8 @@ CONN_IDS = [c.strip() for c in os.environ.get("SUBSTRA_RETRAINING_CONN_IDS", "su
 CONN_IDS = [c for c in CONN_IDS if c]
 DEFERRABLE = _env_flag("SUBSTRA_RETRAINING_DEFERRABLE", True)
 POLL_SECONDS = float(os.environ.get("SUBSTRA_RETRAINING_POLL_SECONDS", "10"))
+RETRIES = int(os.environ.get("SUBSTRA_RETRAINING_RETRIES", "1"))
+RETRY_DELAY = float(os.environ.get("SUBSTRA_RETRAINING_RETRY_DELAY", "30"))
 DEFAULTS = {
     "data_dir": str(Path(tempfile.gettempdir()) / "substra-retraining"),
     "generate_data": "true",
@@ -108,7 +112,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     render_template_as_native_obj=True,
-    default_args={"retries": 1, "retry_delay": pendulum.duration(seconds=30)},
+    default_args={"retries": RETRIES, "retry_delay": pendulum.duration(seconds=RETRY_DELAY)},
     tags=["substra", "federated-learning"],
     doc_md=__doc__,
 ) as dag:

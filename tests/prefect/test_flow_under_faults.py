@@ -1,0 +1,46 @@
+"""The example retraining flow under >= 20 % injected faults of every kind mixed.
+
+The flow runs one day against a node that injects 429, 502-504, resets, slow answers, expired
+tokens and truncated JSON; a failed flow run is followed by a new one for the same day (the plan
+key comes from the pipeline and the day, so it is found again). It must end with exactly the assets
+of a fault-free run of the same flow, and every error that stopped a run must name its cause. The
+full campaign, kind by kind, is ``.venv/bin/python -m benchmarks.fault_campaign_faces --faces prefect``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pytest
+
+from benchmarks.fault_campaign import MIXED, CampaignSettings, baseline, count_all, format_table, run_kind
+from benchmarks.fault_campaign_faces import prefect_pipeline
+from substra_flows.local_node import LocalNode
+
+pytestmark = pytest.mark.live
+
+SETTINGS = dataclasses.replace(CampaignSettings(), rate=float(os.environ.get("SUBSTRA_FLOWS_CAMPAIGN_RATE", "0.2")))
+SEED = int(os.environ.get("SUBSTRA_FLOWS_CAMPAIGN_SEED", "1"))
+
+
+def test_the_flow_under_mixed_faults_ends_with_the_fault_free_assets(
+    tmp_path: Path, campaign_report: list[str]
+) -> None:
+    pipeline = prefect_pipeline()
+    with LocalNode(organizations=2) as node:
+        expected = baseline(node, SETTINGS, tmp_path / "baseline", run=pipeline, count=count_all)
+    assert expected["datasets"] == 2 and expected["functions"] == 4 and expected["plans"] == 1
+    with LocalNode(organizations=2) as node:
+        result = run_kind(
+            node, MIXED, SEED, SETTINGS, tmp_path, expected, run=pipeline, count=count_all, face="prefect"
+        )
+    campaign_report.extend(format_table([result], SETTINGS).splitlines())
+
+    assert result.faults >= 3 and result.faults >= result.requests * SETTINGS.rate / 2, result.injected
+    for attempt in result.attempts:
+        if attempt.error:
+            assert attempt.names_cause, attempt.error
+    assert result.completed, result.outcome
+    assert result.counts == expected, result.outcome
