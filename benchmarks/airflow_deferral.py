@@ -12,7 +12,8 @@
    asyncio loop of a separate process (so its memory is measured alone), against N empty plans
    of the node; once every trigger has polled, one ``noop`` task is added to each plan and the
    node runs them one at a time. Reported per N: events delivered (goal: N, every one a success),
-   how many waits were pending at once, event-loop lag, peak RSS and its growth. Goal: >= 500.
+   how many waits were pending at once, requests per second, event delay (event time minus the
+   plan's end date), event-loop lag, peak RSS and its growth. Goal: >= 500.
 
 Prints figures and ratios only; nothing here is asserted by the test suite.
 """
@@ -203,7 +204,18 @@ def triggerer_process(conn: Connection, home: str, url: str, token: str, keys: l
     """Child process: N plan triggers in one event loop, as a triggerer runs them; report what happened."""
     airflow_environment(Path(home))
     connection_env("substra_bench", url, token)
+    import requests
+
     from airflow_provider.triggers.substra import SubstraComputePlanTrigger
+
+    sent = {"requests": 0}
+    real_send = requests.Session.send
+
+    def counting_send(session: requests.Session, request: requests.PreparedRequest, **kwargs: Any) -> Any:
+        sent["requests"] += 1
+        return real_send(session, request, **kwargs)
+
+    requests.Session.send = counting_send  # type: ignore[method-assign]  # the triggers' HTTP requests
 
     before_triggers = rss_bytes()
     peak = before_triggers
@@ -223,7 +235,7 @@ def triggerer_process(conn: Connection, home: str, url: str, token: str, keys: l
         max_pending = max(max_pending, pending)
         try:
             async for event in trigger.run():
-                events.append(event.payload)
+                events.append({**event.payload, "at": time.time()})
         finally:
             pending -= 1
 
@@ -246,12 +258,14 @@ def triggerer_process(conn: Connection, home: str, url: str, token: str, keys: l
         await asyncio.sleep(max(3 * period, 5))  # every trigger has polled its (empty, pending) plan
         conn.send({"ready": True, "pending": pending, "rss": rss_bytes()})
         phase = "steady"
-        started = time.perf_counter()
+        started, requests_before = time.perf_counter(), sent["requests"]
         await asyncio.gather(*waits)
+        steady["requests"] = sent["requests"] - requests_before
         stop.set()
         await watcher
         return time.perf_counter() - started
 
+    steady: dict[str, int] = {}
     drained = asyncio.run(main())
     statuses: dict[str, int] = {}
     for event in events:
@@ -268,6 +282,8 @@ def triggerer_process(conn: Connection, home: str, url: str, token: str, keys: l
             "rss_before": before_triggers,
             "rss_peak": peak,
             "drain_seconds": drained,
+            "requests_per_second": steady["requests"] / drained if drained else 0.0,
+            "event_times": {e["key"]: e["at"] for e in events},
         }
     )
 
@@ -300,7 +316,17 @@ def concurrent_waits(n: int, period: float, workdir: Path) -> dict[str, Any]:
             added = time.perf_counter() - started
             result = parent.recv()
             process.join(60)
-        result.update(pending_when_tasks_added=ready["pending"], rss_ready=ready["rss"], tasks_added_seconds=added)
+            # event delay: when the trigger fired, after the plan's end as the node recorded it
+            ends = {p.key: p.end_date.timestamp() for p in client.list_compute_plan() if p.end_date}
+        delays = sorted(at - ends[k] for k, at in result.pop("event_times").items() if k in ends)
+        result.update(
+            pending_when_tasks_added=ready["pending"],
+            rss_ready=ready["rss"],
+            tasks_added_seconds=added,
+            delay_p50=delays[len(delays) // 2] if delays else float("nan"),
+            delay_p95=delays[int(len(delays) * 0.95)] if delays else float("nan"),
+            delay_max=delays[-1] if delays else float("nan"),
+        )
     return result
 
 
@@ -337,6 +363,11 @@ def main(argv: list[str] | None = None) -> int:
             pending = f"{r['max_pending']} (all {r['pending_when_tasks_added']} when the tasks were added)"
             print(f"pending at once   : {pending}")
             print(f"drain             : {r['drain_seconds']:.1f} s (node runs the {n} tasks one at a time)")
+            print(f"requests / second : {r['requests_per_second']:.0f} (status polls of all triggers while draining)")
+            print(
+                f"event delay       : p50 {r['delay_p50']:.2f} s, p95 {r['delay_p95']:.2f} s, "
+                f"max {r['delay_max']:.2f} s after the plan ended (polling period {args.polling_period:g} s)"
+            )
             lag = r["lag_max"]
             print(
                 f"event-loop lag    : p50 {1000 * r['lag_p50']:.0f} ms, p99 {1000 * r['lag_p99']:.0f} ms, "

@@ -45,7 +45,6 @@ from benchmarks.fault_campaign import (
 from substra_flows.local_node import FAULT_KINDS, LocalNode
 
 DAY = 1  # the day of data both pipelines run for
-REPO = Path(__file__).resolve().parents[1]
 
 
 def client_extras(settings: CampaignSettings) -> dict[str, float]:
@@ -213,22 +212,12 @@ def airflow_setup(home: Path) -> Any:
     """A throw-away Airflow home, migrated, with the example DAG parsed and serialised; returns the DAG.
 
     Must run before anything imports Airflow."""
-    os.environ.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "examples" / "airflow" / "dags"),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__CORE__DAG_DISCOVERY_SAFE_MODE": "False",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-            **AIRFLOW_DAG_ENV,
-        }
-    )
+    from examples.airflow.run_days import load_dag, local_airflow_environment, migrate_database
+
+    os.environ.update(local_airflow_environment(home, AIRFLOW__LOGGING__LOGGING_LEVEL="WARNING", **AIRFLOW_DAG_ENV))
     import functools
 
     from airflow.sdk.execution_time import supervisor
-
-    from examples.airflow.run_days import load_dag, migrate_database
 
     # one in-process execution API for every task of every run (Airflow would build one per task)
     supervisor.in_process_api_server = functools.lru_cache(maxsize=1)(supervisor.in_process_api_server)

@@ -161,17 +161,14 @@ def run_prefect(
 
 def airflow_environment(node: LocalNode, workdir: Path, models_dir: Path, rounds: int) -> dict[str, str]:
     """Environment of the Airflow child: its own AIRFLOW_HOME, the example DAG, one connection per organization."""
+    from examples.airflow.run_days import local_airflow_environment
+
     home = workdir / "airflow-home"
     home.mkdir(parents=True, exist_ok=True)
     conn_ids = [f"substra_demo_org{i}" for i in range(1, len(node.organizations) + 1)]
     env = {
         **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "examples" / "airflow" / "dags"),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__CORE__DAG_DISCOVERY_SAFE_MODE": "False",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        **local_airflow_environment(home, AIRFLOW__LOGGING__LOGGING_LEVEL="WARNING"),
         "SUBSTRA_RETRAINING_CONN_IDS": ",".join(conn_ids),
         "SUBSTRA_RETRAINING_DEFERRABLE": "true",
         "SUBSTRA_RETRAINING_POLL_SECONDS": "0.5",

@@ -18,6 +18,21 @@ from pathlib import Path
 from typing import Any
 
 RESULT_PREFIX = "DAG-RESULT "
+DAGS_FOLDER = Path(__file__).resolve().parent / "dags"
+
+
+def local_airflow_environment(home: Path, **extra: str) -> dict[str, str]:
+    """Environment of a throw-away Airflow (never ~/airflow): SQLite in ``home``, the example DAGs
+    folder (``dag.test()`` runs only DAGs found there), no example DAGs. Airflow reads it when first
+    imported, so it must be in place before that."""
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__CORE__DAG_DISCOVERY_SAFE_MODE": "False",
+        **extra,
+    }
 
 
 def migrate_database() -> None:
@@ -35,7 +50,7 @@ def load_dag() -> Any:
     from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
 
     DagBundlesManager().sync_bundles_to_db()
-    bag = DagBag(dag_folder=str(Path(__file__).resolve().parent / "dags"))
+    bag = DagBag(dag_folder=str(DAGS_FOLDER))
     if bag.import_errors:
         raise RuntimeError(f"the example DAG does not import: {bag.import_errors}")
     dag = bag.get_dag("substra_retraining")

@@ -21,19 +21,11 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-DAGS_FOLDER = REPO / "examples" / "airflow" / "dags"
+from examples.airflow.run_days import DAGS_FOLDER, local_airflow_environment  # noqa: F401  (DAGS_FOLDER: re-exported)
 
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="substra-flows-airflow-"))
 atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)
-AIRFLOW_ENV = {
-    "AIRFLOW_HOME": str(_AIRFLOW_HOME),
-    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
-    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
-    "AIRFLOW__CORE__DAG_DISCOVERY_SAFE_MODE": "False",
-    "AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "False",
-}
+AIRFLOW_ENV = local_airflow_environment(_AIRFLOW_HOME, AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR="False")
 os.environ.update(AIRFLOW_ENV)
 
 from tests.airflow.fakes import FakeSubstra, FakeTI, install  # noqa: E402  (after the Airflow env is set)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import uuid
 import zipfile
 from typing import Any
@@ -264,3 +265,102 @@ def test_performances_of_unknown_plan_are_empty(org: NodeOrganization) -> None:
 def test_cancel_unknown_plan_is_404(org: NodeOrganization) -> None:
     response = requests.post(f"{org.url}/compute_plan/{uuid.uuid4()}/cancel/", headers=_headers(org), timeout=10)
     assert response.status_code == 404
+
+
+@pytest.fixture(scope="module")
+def noop_function(local_node: LocalNode, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A noop function of org-1 (set up through the client; the tests below speak raw HTTP)."""
+    from examples import assets
+    from substra_flows import SubstraClient
+
+    org = local_node.organizations[0]
+    folder = tmp_path_factory.mktemp("api-noop")
+    with SubstraClient(url=org.url, token=org.token) as client:
+        return client.add_function(
+            {
+                "name": "api test noop",
+                "file": assets.build_function_archive("noop", folder),
+                "description": assets.write_description(folder / "noop.md", "noop"),
+                "permissions": {"public": True, "authorized_ids": []},
+                "inputs": [{"identifier": i, **v} for i, v in assets.function_inputs("noop").items()],
+                "outputs": [{"identifier": i, **v} for i, v in assets.function_outputs("noop").items()],
+            }
+        )
+
+
+def _noop_chain(org: NodeOrganization, plan_key: str, function_key: str, length: int) -> list[dict[str, Any]]:
+    """Wire-shaped tasks, each reading the previous one's model."""
+    keys = [str(uuid.uuid4()) for _ in range(length)]
+    return [
+        {
+            "key": key,
+            "function_key": function_key,
+            "compute_plan_key": plan_key,
+            "worker": org.organization_id,
+            "rank": None,
+            "tag": None,
+            "metadata": None,
+            "inputs": []
+            if i == 0
+            else [
+                {
+                    "identifier": "model",
+                    "asset_key": None,
+                    "parent_task_key": keys[i - 1],
+                    "parent_task_output_identifier": "model",
+                }
+            ],
+            "outputs": {"model": {"permissions": {"public": True, "authorized_ids": []}, "transient": False}},
+        }
+        for i, key in enumerate(keys)
+    ]
+
+
+def _plan_tasks(org: NodeOrganization, plan_key: str) -> list[dict[str, Any]]:
+    url = f"{org.url}/task/?compute_plan_key={plan_key}&page_size=1000"
+    return requests.get(url, headers=_headers(org), timeout=10).json()["results"]
+
+
+def test_bulk_create_is_all_or_nothing(org: NodeOrganization, noop_function: str) -> None:
+    plan_key = _new_plan(org).json()["key"]
+    valid, invalid = _noop_chain(org, plan_key, noop_function, 2)
+    invalid = {**invalid, "function_key": str(uuid.uuid4())}  # an unknown function: refused
+    refused = requests.post(
+        f"{org.url}/task/bulk_create/", json={"tasks": [valid, invalid]}, headers=_headers(org), timeout=10
+    )
+    assert refused.status_code == 400 and invalid["function_key"] in json.dumps(refused.json())
+    assert _plan_tasks(org, plan_key) == []  # the valid task was not registered either
+    batch = _noop_chain(org, plan_key, noop_function, 2)
+    accepted = requests.post(f"{org.url}/task/bulk_create/", json={"tasks": batch}, headers=_headers(org), timeout=10)
+    assert accepted.status_code == 200 and [t["key"] for t in accepted.json()] == [t["key"] for t in batch]
+    again = requests.post(
+        f"{org.url}/task/bulk_create/",
+        json={"tasks": [*_noop_chain(org, plan_key, noop_function, 1), batch[0]]},  # one new task, one duplicate
+        headers=_headers(org),
+        timeout=10,
+    )
+    assert again.status_code == 409
+    assert len(_plan_tasks(org, plan_key)) == 2  # the new task of the refused batch was not registered
+
+
+def test_tasks_wait_right_after_bulk_create_then_run_in_the_background(
+    org: NodeOrganization, noop_function: str
+) -> None:
+    plan_key = _new_plan(org).json()["key"]
+    chain = _noop_chain(org, plan_key, noop_function, 6)
+    created = requests.post(f"{org.url}/task/bulk_create/", json={"tasks": chain}, headers=_headers(org), timeout=10)
+    assert created.status_code == 200
+    by_key = {t["key"]: t for t in _plan_tasks(org, plan_key)}
+    last = by_key[chain[-1]["key"]]
+    assert last["status"] == "STATUS_WAITING_FOR_PARENT_TASKS" and last["rank"] == 5
+    plan = requests.get(f"{org.url}/compute_plan/{plan_key}/", headers=_headers(org), timeout=10).json()
+    assert (
+        plan["task_count"] == 6
+        and plan["done_count"] < 6
+        and plan["status"] in ("PLAN_STATUS_CREATED", "PLAN_STATUS_DOING")
+    )
+    deadline = time.monotonic() + 60
+    while plan["status"] != "PLAN_STATUS_DONE" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        plan = requests.get(f"{org.url}/compute_plan/{plan_key}/", headers=_headers(org), timeout=10).json()
+    assert plan["status"] == "PLAN_STATUS_DONE" and plan["done_count"] == 6 and plan["end_date"]
