@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -17,22 +18,35 @@ from prefect.client.schemas.objects import Artifact, FlowRun, Log
 from prefect.client.schemas.sorting import ArtifactSort
 from prefect.logging.handlers import APILogHandler
 
+PAGE = 200  # the server's page size for logs and artifacts
+
+
+def _every_page(read: Callable[[int], list[Any]]) -> list[Any]:
+    """All items of a paged read (a secret scan must not stop at the first page)."""
+    items: list[Any] = []
+    while True:
+        page = read(len(items))
+        items.extend(page)
+        if len(page) < PAGE:
+            return items
+
 
 def run_logs(flow_run_id: UUID) -> list[Log]:
     """Every log line of a flow run and its task runs (after sending the ones still queued)."""
     APILogHandler().flush()
     with get_client(sync_client=True) as client:
-        return client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200, offset=0)
+        logs = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+        return _every_page(lambda offset: client.read_logs(logs, limit=PAGE, offset=offset))
 
 
 def run_artifacts(flow_run_id: UUID) -> list[Artifact]:
     """Every artifact a flow run (or its task runs) created."""
     with get_client(sync_client=True) as client:
-        return client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])),
-            sort=ArtifactSort.CREATED_DESC,
-            limit=200,
-            offset=0,
+        artifacts = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        return _every_page(
+            lambda offset: client.read_artifacts(
+                artifact_filter=artifacts, sort=ArtifactSort.CREATED_DESC, limit=PAGE, offset=offset
+            )
         )
 
 

@@ -347,3 +347,15 @@ def test_plain_results_of_models(fake_steps: FakeSteps, unit_credentials):
     done = wait_compute_plan(unit_credentials, PLAN_KEY, polling_period=0)
     assert done["metadata"] == {"day": "1"}
     json.dumps(done)
+
+
+def test_no_task_is_ever_cached():
+    """Reruns are made safe by the steps finding what exists; a cached result would skip them."""
+    from prefect.cache_policies import NO_CACHE
+    from prefect.tasks import Task
+
+    from substra_flows.prefect import tasks as module
+
+    found = {name: t for name, t in vars(module).items() if isinstance(t, Task)}
+    assert len(found) >= 20, sorted(found)
+    assert {name for name, t in found.items() if t.cache_policy is not NO_CACHE} == set()
