@@ -742,7 +742,8 @@ class SubstraClient:
             wire = [{**t.to_wire(), "compute_plan_key": plan_key} for t in batch]
             keys = [t["key"] for t in wire]
             try:
-                self._transport.request_json("POST", url, json_body={"tasks": wire}, safety=Safety.SAFE, key=plan_key)
+                # all-or-nothing: a 200 means every task of the batch was registered
+                self._transport.request_ok("POST", url, json_body={"tasks": wire}, safety=Safety.SAFE, key=plan_key)
                 added.extend(keys)
                 logger.debug("compute plan %s: batch %d (%d tasks) created", plan_key, n, len(batch))
             except exc.AlreadyExists as error:

@@ -561,17 +561,18 @@ def order_tasks_parents_first(tasks: list[TaskLike]) -> list[TaskLike]:
     Parents not in ``tasks`` are assumed to exist already on the server. Raises ValueError
     naming the tasks caught in a cycle.
     """
-    ident = {id(t): (t.task_id if isinstance(t, ComputePlanTaskSpec) else t.key) for t in tasks}
-    by_key = {ident[id(t)]: t for t in tasks}
-    pending_parents = {ident[id(t)]: {p for p in t.parent_keys() if p in by_key and p != ident[id(t)]} for t in tasks}
-    self_loops = [ident[id(t)] for t in tasks if ident[id(t)] in t.parent_keys()]
+    keys = [t.task_id if isinstance(t, ComputePlanTaskSpec) else t.key for t in tasks]
+    by_key = dict(zip(keys, tasks, strict=True))
+    parents_of = [t.parent_keys() for t in tasks]  # once per task: plans run to thousands of tasks
+    self_loops = [k for k, parents in zip(keys, parents_of, strict=True) if k in parents]
     if self_loops:
         raise ValueError(f"task(s) {self_loops} use their own output as input")
+    pending_parents = {k: {p for p in parents if p in by_key} for k, parents in zip(keys, parents_of, strict=True)}
     children: dict[str, list[str]] = {k: [] for k in by_key}
     for k, parents in pending_parents.items():
         for p in parents:
             children[p].append(k)
-    position = {ident[id(t)]: i for i, t in enumerate(tasks)}
+    position = {k: i for i, k in enumerate(keys)}
     ordered: list[str] = []
     heap = [(position[k], k) for k, parents in pending_parents.items() if not parents]
     heapq.heapify(heap)

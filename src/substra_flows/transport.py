@@ -243,6 +243,11 @@ class Transport:
         """Send a request and return its JSON body (None for an empty body)."""
         return self.call(method, url, self._read_json, **kwargs)
 
+    def request_ok(self, method: str, url: str, **kwargs: Any) -> None:
+        """Send a request whose answer is not needed beyond its status (the body is read, so the
+        connection is reused, but not parsed: ``bulk_create`` echoes thousands of tasks back)."""
+        self.call(method, url, self._read_capped, **kwargs)
+
     def request_text(self, method: str, url: str, **kwargs: Any) -> str:
         """Send a request and return its body as text (capped like JSON bodies)."""
         return self.call(method, url, self._read_text, **kwargs)

@@ -34,10 +34,13 @@ PUBLIC = {"public": True, "authorized_ids": []}
 
 
 @contextlib.contextmanager
-def setup_cassette(request: pytest.FixtureRequest, name: str = SETUP_CASSETTE) -> Iterator[Cassette]:
+def setup_cassette(
+    request: pytest.FixtureRequest, name: str = SETUP_CASSETTE, settings: dict[str, Any] | None = None
+) -> Iterator[Cassette]:
     """Record (or replay) a module's shared setup in ``<module cassette dir>/<name>.yaml``.
 
-    Same matching and scrubbing as the tests' cassettes, and the record mode pytest was given
+    Same matching and scrubbing as the tests' cassettes (``settings``: the module's ``vcr_config``
+    when it differs from the shared one), and the record mode pytest was given
     (``rewrite`` deletes the file first, as pytest-recording does). On replay the setup must
     consume every recorded exchange, in order: anything else means the setup is not deterministic.
     """
@@ -53,7 +56,7 @@ def setup_cassette(request: pytest.FixtureRequest, name: str = SETUP_CASSETTE) -
     recorder = vcr.VCR(
         cassette_library_dir=str(folder), record_mode=mode, path_transformer=vcr.VCR.ensure_suffix(".yaml")
     )
-    with recorder.use_cassette(name, **vcr_settings()) as cassette:
+    with recorder.use_cassette(name, **(settings or vcr_settings())) as cassette:
         yield cassette
         if mode == "none":
             assert cassette.all_played, f"{path}: the setup did not replay every recorded exchange"

@@ -9,15 +9,11 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import vcr
 from prefect.settings import get_current_settings
-from vcr.cassette import Cassette
 
 from substra_flows.local_node import LocalNode
 from substra_flows.prefect import SubstraCredentials
@@ -58,27 +54,6 @@ def prefect_vcr_settings() -> dict[str, Any]:
 def vcr_config() -> dict[str, Any]:
     """Cassette settings of the Prefect cassette tests."""
     return prefect_vcr_settings()
-
-
-@contextlib.contextmanager
-def shared_cassette(request: pytest.FixtureRequest, name: str = "_setup") -> Iterator[Cassette]:
-    """Record (or replay) a module's shared setup in ``<module cassette dir>/<name>.yaml``, with the
-    record mode pytest was given; on replay, every recorded exchange must be played, in order."""
-    mode = request.config.getoption("--record-mode") or "none"
-    folder = Path(request.getfixturevalue("vcr_cassette_dir"))
-    path = folder / f"{name}.yaml"
-    if mode == "rewrite":
-        path.unlink(missing_ok=True)
-        mode = "new_episodes"
-    if mode == "none" and not path.exists():
-        pytest.fail(f"{path} is missing: re-record with scripts/record-cassettes {request.path}")
-    recorder = vcr.VCR(
-        cassette_library_dir=str(folder), record_mode=mode, path_transformer=vcr.VCR.ensure_suffix(".yaml")
-    )
-    with recorder.use_cassette(name, **prefect_vcr_settings()) as cassette:
-        yield cassette
-        if mode == "none":
-            assert cassette.all_played, f"{path}: the setup did not replay every recorded exchange"
 
 
 def credentials_for(target: Target, **overrides: Any) -> SubstraCredentials:

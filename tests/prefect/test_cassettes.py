@@ -41,8 +41,9 @@ from substra_flows.prefect import (
     wait_compute_plan,
     wait_task,
 )
+from tests.cassette import setup_cassette
 from tests.prefect._assets import MARKER, failing_spec, federated_spec, register_world, sleep_spec
-from tests.prefect.conftest import credentials_for, shared_cassette
+from tests.prefect.conftest import credentials_for, prefect_vcr_settings
 from tests.recording import Target, stable_key
 
 pytestmark = [pytest.mark.vcr, pytest.mark.cassette]
@@ -68,7 +69,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def world(request: pytest.FixtureRequest, org1: Target, org2: Target, workdir: Path) -> dict[str, Any]:
     """Both organizations' datasets, the functions, a done plan and a failed plan, recorded once."""
-    with shared_cassette(request):
+    with setup_cassette(request, settings=prefect_vcr_settings()):
         clients = [SubstraClient(url=t.url, token=t.token) for t in (org1, org2)]
         found = register_world(clients, [org1.organization_id, org2.organization_id], workdir, PREFIX)
         done_key, failed_key = _key("done plan"), _key("failed plan")
