@@ -174,11 +174,33 @@ def small_plan(client: SubstraClient, tmp_path: Path, org_ids: list[str], *, tas
     return {"name": name, "tasks": chain}
 
 
-def test_sensors_in_reschedule_mode(live: dict[str, Any], client1: SubstraClient, tmp_path: Path) -> None:
-    from airflow.sdk import DAG, task
+def federated_plan_from(run: Any, name: str, rounds: int) -> dict[str, Any]:
+    """A new federated plan (fresh key) on the datasets, samples and functions a DAG run registered."""
+    xcoms = xcoms_of(run)
+    prepared = xcoms[("prepare_data", "return_value")]
+    orgs = [
+        {
+            "organization_id": org["organization_id"],
+            "dataset_key": xcoms[(f"register_dataset_org{i}", "return_value")]["dataset_key"],
+            "train_sample_keys": xcoms[(f"register_dataset_org{i}", "return_value")]["sample_keys"],
+            "test_sample_keys": xcoms[(f"add_test_samples_org{i}", "return_value")],
+        }
+        for i, org in enumerate(prepared["orgs"], start=1)
+    ]
+    functions = {
+        n: xcoms[(f"add_function_{n}", "return_value")]["function_key"]
+        for n in ("train", "aggregate", "predict", "score")
+    }
+    return assets.build_federated_plan(
+        compute_plan_key=str(uuid.uuid4()), name=name, function_keys=functions, orgs=orgs, rounds=rounds
+    )
 
-    org_ids = [o.organization_id for o in live["node"].organizations]
-    plan = small_plan(client1, tmp_path, org_ids, tasks=12, name="airflow live sensor")
+
+def test_sensors_in_reschedule_mode(first_run: Any, client1: SubstraClient) -> None:
+    from airflow.sdk import DAG
+
+    plan = federated_plan_from(first_run, "airflow live sensors", rounds=3)
+    last_score = assets.task_key(plan["key"], "score/2/MyOrg2MSP")
     with DAG(dag_id="substra_live_sensors", schedule=None, start_date=DAY_1, catchup=False) as dag:
         submit = SubstraAddComputePlanOperator(
             task_id="submit", substra_conn_id="substra_org1", compute_plan=plan, wait_for_completion=False
@@ -191,15 +213,10 @@ def test_sensors_in_reschedule_mode(live: dict[str, Any], client1: SubstraClient
             poke_interval=1,
             timeout=300,
         )
-
-        @task
-        def last_task_key(compute_plan_key: str) -> str:
-            return steps.derive_task_key(compute_plan_key, "noop-2")
-
         task_sensor = SubstraTaskSensor(
             task_id="wait_last_task",
             substra_conn_id="substra_org2",
-            task_key=last_task_key(submit.output),
+            task_key=last_score,
             mode="reschedule",
             poke_interval=1,
             timeout=300,
@@ -213,11 +230,13 @@ def test_sensors_in_reschedule_mode(live: dict[str, Any], client1: SubstraClient
     assert set(task_states(run).values()) == {"success"}, task_states(run)
     xcoms = xcoms_of(run)
     key = xcoms[("submit", "return_value")]
+    assert key == plan["key"]
     assert xcoms[("wait_plan", "return_value")] == {"kind": "compute_plan", "key": key, "status": "PLAN_STATUS_DONE"}
-    assert xcoms[("wait_last_task", "return_value")]["status"] == "STATUS_DONE"
-    assert xcoms[("performances", "return_value")] == []  # noop tasks compute no performance
+    assert xcoms[("wait_last_task", "return_value")] == {"kind": "task", "key": last_score, "status": "STATUS_DONE"}
+    rows = xcoms[("performances", "return_value")]
+    assert {r["worker"] for r in rows} == {"MyOrg1MSP", "MyOrg2MSP"} and all(0 <= r["performance"] <= 1 for r in rows)
     assert client1.get_compute_plan(key).status.value == "PLAN_STATUS_DONE"
-    assert reschedules_of(run) >= 1  # the sensor gave its slot back at least once
+    assert reschedules_of(run) >= 1  # a sensor gave its slot back at least once
 
 
 def reschedules_of(run: Any) -> int:
