@@ -79,6 +79,18 @@ class CampaignSettings:
     polling_period: float = 0.3
     wait_timeout: float = 240.0
 
+    def client_settings(self) -> dict[str, float]:
+        """The client's timeouts and retry policy for a campaign (SubstraClient keyword arguments,
+        Airflow connection extras and Prefect block fields alike)."""
+        return {
+            "read_timeout": self.read_timeout,
+            "connect_timeout": self.connect_timeout,
+            "backoff": self.backoff,
+            "backoff_max": self.backoff_max,
+            "max_attempts": self.max_attempts,
+            "retry_timeout": self.retry_timeout,
+        }
+
 
 @dataclass
 class Attempt:
@@ -197,17 +209,7 @@ def pipeline(node: LocalNode, run_id: str, workdir: Path, settings: CampaignSett
     org_ids = [o.organization_id for o in node.organizations]
     shared = {"public": False, "authorized_ids": org_ids}
     clients = [
-        SubstraClient(
-            url=o.url,
-            username=o.username,
-            password=o.password,
-            read_timeout=settings.read_timeout,
-            connect_timeout=settings.connect_timeout,
-            backoff=settings.backoff,
-            backoff_max=settings.backoff_max,
-            max_attempts=settings.max_attempts,
-            retry_timeout=settings.retry_timeout,
-        )
+        SubstraClient(url=o.url, username=o.username, password=o.password, **settings.client_settings())
         for o in node.organizations[:2]
     ]
     try:

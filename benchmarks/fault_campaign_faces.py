@@ -47,18 +47,6 @@ from substra_flows.local_node import FAULT_KINDS, LocalNode
 DAY = 1  # the day of data both pipelines run for
 
 
-def client_extras(settings: CampaignSettings) -> dict[str, float]:
-    """The campaign's client settings (short timeouts and backoffs), as connection extras / block fields."""
-    return {
-        "read_timeout": settings.read_timeout,
-        "connect_timeout": settings.connect_timeout,
-        "backoff": settings.backoff,
-        "backoff_max": settings.backoff_max,
-        "max_attempts": settings.max_attempts,
-        "retry_timeout": settings.retry_timeout,
-    }
-
-
 @contextlib.contextmanager
 def patched_environ(values: dict[str, str]) -> Iterator[None]:
     """Set environment variables for the block, then restore what was there."""
@@ -135,7 +123,7 @@ def airflow_pipeline(dag: Any) -> Callable[..., list[dict[str, Any]]]:
                 "host": org.url,
                 "login": org.username,  # a password, so an expired token is survived by logging in again
                 "password": org.password,
-                "extra": client_extras(settings),
+                "extra": settings.client_settings(),
             }
             environ[f"AIRFLOW_CONN_SUBSTRA_ORG{i}"] = json.dumps(conn)
         # the same run_id is the same DAG run: a rerun clears it and runs it again
@@ -160,7 +148,7 @@ def prefect_pipeline() -> Callable[..., list[dict[str, Any]]]:
 
     def attempt(node: LocalNode, run_id: str, workdir: Path, settings: CampaignSettings) -> list[dict[str, Any]]:
         credentials = [
-            SubstraCredentials(url=o.url, username=o.username, password=o.password, **client_extras(settings))
+            SubstraCredentials(url=o.url, username=o.username, password=o.password, **settings.client_settings())
             for o in node.organizations
         ]
         state = retraining(

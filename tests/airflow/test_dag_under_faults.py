@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from benchmarks.fault_campaign import MIXED, CampaignSettings, baseline, count_all, format_table, run_kind
-from benchmarks.fault_campaign_faces import AIRFLOW_DAG_ENV, airflow_pipeline
+from benchmarks.fault_campaign import MIXED, CampaignSettings, format_table
+from benchmarks.fault_campaign_faces import AIRFLOW_DAG_ENV, airflow_pipeline, run_face
 from substra_flows.local_node import LocalNode
 from tests.airflow.conftest import DAGS_FOLDER, sync_dag
 from tests.faults.checks import assert_guarantees_held
@@ -48,14 +48,9 @@ def dag(dag_test: Path) -> Iterator[Any]:
 def test_the_dag_under_mixed_faults_ends_with_the_fault_free_assets(
     dag: Any, dag_test: Path, tmp_path: Path, campaign_report: list[str]
 ) -> None:
-    pipeline = airflow_pipeline(dag)
-    with LocalNode(organizations=2) as node:
-        expected = baseline(node, SETTINGS, tmp_path / "baseline", run=pipeline, count=count_all)
+    (result,) = run_face("airflow", airflow_pipeline(dag), [MIXED], [SEED], SETTINGS, tmp_path, progress=lambda _: None)
+    expected = result.expected  # the fault-free run of the same DAG, on a node of its own
     assert expected["datasets"] == 2 and expected["functions"] == 4 and expected["plans"] == 1
-    with LocalNode(organizations=2) as node:
-        result = run_kind(
-            node, MIXED, SEED, SETTINGS, tmp_path, expected, run=pipeline, count=count_all, face="airflow"
-        )
     campaign_report.extend(format_table([result], SETTINGS).splitlines())
     assert_guarantees_held(result, SETTINGS)
 

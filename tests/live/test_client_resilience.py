@@ -22,6 +22,7 @@ from examples.assets import task_key
 from substra_flows import SubstraClient
 from substra_flows import exceptions as exc
 from substra_flows.local_node import LocalNode, NodeOrganization
+from tests.cassette import function_spec
 
 pytestmark = pytest.mark.live
 
@@ -80,17 +81,9 @@ def org(local_node: LocalNode) -> NodeOrganization:
 @pytest.fixture(scope="module")
 def noop_function(org: NodeOrganization, tmp_path_factory: pytest.TempPathFactory) -> str:
     """Key of a noop function registered by org1."""
-    folder = tmp_path_factory.mktemp("resilience-function")
     with SubstraClient(url=org.url, token=org.token) as client:
         return client.add_function(
-            {
-                "name": "resilience noop",
-                "file": assets.build_function_archive("noop", folder),
-                "description": assets.write_description(folder / "noop.md", "noop"),
-                "permissions": {"public": True, "authorized_ids": []},
-                "inputs": [{"identifier": i, **v} for i, v in assets.function_inputs("noop").items()],
-                "outputs": [{"identifier": i, **v} for i, v in assets.function_outputs("noop").items()],
-            }
+            function_spec("noop", tmp_path_factory.mktemp("resilience-function"), title="resilience noop")
         )
 
 

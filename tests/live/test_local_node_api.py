@@ -270,22 +270,12 @@ def test_cancel_unknown_plan_is_404(org: NodeOrganization) -> None:
 @pytest.fixture(scope="module")
 def noop_function(local_node: LocalNode, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A noop function of org-1 (set up through the client; the tests below speak raw HTTP)."""
-    from examples import assets
     from substra_flows import SubstraClient
+    from tests.cassette import function_spec
 
     org = local_node.organizations[0]
-    folder = tmp_path_factory.mktemp("api-noop")
     with SubstraClient(url=org.url, token=org.token) as client:
-        return client.add_function(
-            {
-                "name": "api test noop",
-                "file": assets.build_function_archive("noop", folder),
-                "description": assets.write_description(folder / "noop.md", "noop"),
-                "permissions": {"public": True, "authorized_ids": []},
-                "inputs": [{"identifier": i, **v} for i, v in assets.function_inputs("noop").items()],
-                "outputs": [{"identifier": i, **v} for i, v in assets.function_outputs("noop").items()],
-            }
-        )
+        return client.add_function(function_spec("noop", tmp_path_factory.mktemp("api-noop"), title="api test noop"))
 
 
 def _noop_chain(org: NodeOrganization, plan_key: str, function_key: str, length: int) -> list[dict[str, Any]]:

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.fault_campaign import MIXED, CampaignSettings, baseline, count_all, format_table, run_kind
-from benchmarks.fault_campaign_faces import prefect_pipeline
-from substra_flows.local_node import LocalNode
+from benchmarks.fault_campaign import MIXED, CampaignSettings, format_table
+from benchmarks.fault_campaign_faces import prefect_pipeline, run_face
 from tests.faults.checks import assert_guarantees_held
 
 pytestmark = pytest.mark.live
@@ -29,13 +28,8 @@ SEED = int(os.environ.get("SUBSTRA_FLOWS_CAMPAIGN_SEED", "1"))
 def test_the_flow_under_mixed_faults_ends_with_the_fault_free_assets(
     tmp_path: Path, campaign_report: list[str]
 ) -> None:
-    pipeline = prefect_pipeline()
-    with LocalNode(organizations=2) as node:
-        expected = baseline(node, SETTINGS, tmp_path / "baseline", run=pipeline, count=count_all)
+    (result,) = run_face("prefect", prefect_pipeline(), [MIXED], [SEED], SETTINGS, tmp_path, progress=lambda _: None)
+    expected = result.expected  # the fault-free run of the same flow, on a node of its own
     assert expected["datasets"] == 2 and expected["functions"] == 4 and expected["plans"] == 1
-    with LocalNode(organizations=2) as node:
-        result = run_kind(
-            node, MIXED, SEED, SETTINGS, tmp_path, expected, run=pipeline, count=count_all, face="prefect"
-        )
     campaign_report.extend(format_table([result], SETTINGS).splitlines())
     assert_guarantees_held(result, SETTINGS)
