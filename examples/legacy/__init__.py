@@ -1,0 +1,62 @@
+"""Assets of the 0.x example: archives in the 0.x layout (one script, no function name on the
+ENTRYPOINT), written for substratools 1.0 with the identifiers the 0.x surface declares.
+
+The opener and the data generator are the shared ones of :mod:`examples.assets`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tarfile
+from pathlib import Path
+
+LEGACY_DIR = Path(__file__).resolve().parent
+SCRIPTS = ("algo", "aggregate_algo", "composite_algo", "metrics")
+
+
+def dockerfile(script: str) -> str:
+    """A 0.x-style Dockerfile: the ENTRYPOINT runs the script; the platform chose the method."""
+    return (
+        "FROM python:3.11-slim\n"
+        "RUN pip install substratools==1.0.0\n"
+        f"COPY {script}.py logreg.py ./\n"
+        f'ENTRYPOINT ["python3", "{script}.py"]\n'
+    )
+
+
+def build_archive(script: str, dest_dir: Path) -> Path:
+    """``<dest_dir>/<script>.tar.gz`` (Dockerfile, the script, logreg.py); same script, same bytes."""
+    if script not in SCRIPTS:
+        raise ValueError(f"unknown 0.x example script {script!r}; expected one of {SCRIPTS}")
+    entries = {
+        "Dockerfile": dockerfile(script).encode(),
+        f"{script}.py": (LEGACY_DIR / f"{script}.py").read_bytes(),
+        "logreg.py": (LEGACY_DIR / "logreg.py").read_bytes(),
+    }
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for name in sorted(entries):
+            info = tarfile.TarInfo(name)
+            info.size = len(entries[name])
+            info.mtime = 0
+            info.mode = 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            archive.addfile(info, io.BytesIO(entries[name]))
+    packed = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=packed, mtime=0) as zipped:
+        zipped.write(raw.getvalue())
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    target = dest_dir / f"{script}.tar.gz"
+    target.write_bytes(packed.getvalue())
+    return target
+
+
+def write_description(dest: Path, title: str) -> Path:
+    """A small Markdown description (its content is the identity of a 0.x objective)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(f"# {title}\n\nA 0.x example asset of substra-flows.\n", encoding="utf-8")
+    return dest
