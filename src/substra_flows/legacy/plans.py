@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from substra_flows import SubstraClient, models
 from substra_flows.exceptions import NotFound
-from substra_flows.legacy import keys, listing, metadata, specs, translate, views
+from substra_flows.legacy import keys, listing, metadata, specs, translate, translate_plan, views
 from substra_flows.legacy.catalog import Catalog
 from substra_flows.legacy.exceptions import not_found
 from substra_flows.legacy.reads import CHUNK
@@ -66,7 +66,7 @@ class PlanRegistry:
         spec = specs.parse(specs.ComputePlanData, data, method)
         user = metadata.check_user_metadata(spec.metadata, f"{method}.metadata")
         plan_key = keys.derive_key("compute-plan", self.creator, spec.model_dump(mode="json"))
-        translated = translate.compute_plan(
+        translated = translate_plan.compute_plan(
             plan_key=plan_key,
             spec=spec,
             creator=self.creator,
@@ -94,7 +94,7 @@ class PlanRegistry:
         method = "update_compute_plan"
         plan = self._plan(compute_plan_id)
         spec = specs.parse(specs.PlanTuples, data, method)
-        translated = translate.compute_plan(
+        translated = translate_plan.compute_plan(
             plan_key=plan.key,
             spec=spec,
             creator=self.creator,
