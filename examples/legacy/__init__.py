@@ -15,22 +15,25 @@ LEGACY_DIR = Path(__file__).resolve().parent
 SCRIPTS = ("algo", "aggregate_algo", "composite_algo", "metrics")
 
 
-def dockerfile(script: str) -> str:
-    """A 0.x-style Dockerfile: the ENTRYPOINT runs the script; the platform chose the method."""
+def dockerfile(script: str, variant: str = "") -> str:
+    """A 0.x-style Dockerfile: the ENTRYPOINT runs the script; the platform chose the method.
+
+    ``variant`` adds a comment line: a different archive (checksum) with the same behaviour.
+    """
     return (
-        "FROM python:3.11-slim\n"
+        (f"# {variant}\n" if variant else "") + "FROM python:3.11-slim\n"
         "RUN pip install substratools==1.0.0\n"
         f"COPY {script}.py logreg.py ./\n"
         f'ENTRYPOINT ["python3", "{script}.py"]\n'
     )
 
 
-def build_archive(script: str, dest_dir: Path) -> Path:
-    """``<dest_dir>/<script>.tar.gz`` (Dockerfile, the script, logreg.py); same script, same bytes."""
+def build_archive(script: str, dest_dir: Path, variant: str = "") -> Path:
+    """``<dest_dir>/<script>.tar.gz`` (Dockerfile, the script, logreg.py); same arguments, same bytes."""
     if script not in SCRIPTS:
         raise ValueError(f"unknown 0.x example script {script!r}; expected one of {SCRIPTS}")
     entries = {
-        "Dockerfile": dockerfile(script).encode(),
+        "Dockerfile": dockerfile(script, variant).encode(),
         f"{script}.py": (LEGACY_DIR / f"{script}.py").read_bytes(),
         "logreg.py": (LEGACY_DIR / "logreg.py").read_bytes(),
     }
@@ -59,4 +62,14 @@ def write_description(dest: Path, title: str) -> Path:
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(f"# {title}\n\nA 0.x example asset of substra-flows.\n", encoding="utf-8")
+    return dest
+
+
+def opener_copy(dest: Path, variant: str) -> Path:
+    """The shared example opener with a comment line: another opener file (checksum), same behaviour."""
+    from examples import assets
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(f"# {variant}\n".encode() + assets.opener_path().read_bytes())
     return dest
