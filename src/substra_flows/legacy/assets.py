@@ -93,11 +93,16 @@ def _predict_name(name: str) -> str:
 class AssetRegistry:
     """add_algo & co. for one organization."""
 
-    def __init__(self, client: SubstraClient, catalog: Catalog, records: Records, owner: str) -> None:
+    def __init__(self, client: SubstraClient, catalog: Catalog, records: Records, owner: Callable[[], str]) -> None:
         self.client = client
         self.catalog = catalog
         self.records = records
-        self.owner = owner
+        self._owner = owner
+
+    @property
+    def owner(self) -> str:
+        """This organization's id (asked only when needed: bad input fails before any request)."""
+        return self._owner()
 
     # -- lookups -----------------------------------------------------------------------------------
 
@@ -174,11 +179,11 @@ class AssetRegistry:
         spec = specs.parse(specs.AlgoData, data, method)
         user = metadata.check_user_metadata(spec.metadata, f"{method}.metadata")
         checksum = file_sha256(spec.file)
+        field = f"{method}.file"
+        archives.with_function_name(self._dockerfile(spec.file, field), MAIN_ROLE[kind], field)  # before any request
         existing = self._same_file(kind, checksum)
         if existing is not None:
             return self._existing(existing, kind, exist_ok)
-        field = f"{method}.file"
-        archives.with_function_name(self._dockerfile(spec.file, field), MAIN_ROLE[kind], field)  # fails early
         common = {
             "archive": spec.file,
             "description": spec.description,
@@ -231,10 +236,10 @@ class AssetRegistry:
         spec = specs.parse(specs.ObjectiveData, data, method)
         user = metadata.check_user_metadata(spec.metadata, f"{method}.metadata")
         checksum = file_sha256(spec.description)
+        archives.with_function_name(self._dockerfile(spec.metrics, f"{method}.metrics"), "score", f"{method}.metrics")
         existing = self._same_file(metadata.OBJECTIVE, checksum)
         if existing is not None:
             return self._existing(existing, metadata.OBJECTIVE, exist_ok)
-        archives.with_function_name(self._dockerfile(spec.metrics, f"{method}.metrics"), "score", f"{method}.metrics")
         meta = {**user, metadata.KIND: metadata.OBJECTIVE, metadata.CHECKSUM: checksum}
         meta[metadata.METRICS_NAME] = spec.metrics_name
         meta[metadata.METRICS_CHECKSUM] = file_sha256(spec.metrics)

@@ -49,15 +49,15 @@ class _Rooms:
 
     @cached_property
     def assets(self) -> AssetRegistry:
-        return AssetRegistry(self.client, self.catalog, self.records, self.creator)
+        return AssetRegistry(self.client, self.catalog, self.records, lambda: self.creator)
 
     @cached_property
     def tuples(self) -> TupleRegistry:
-        return TupleRegistry(self.client, self.catalog, self.creator)
+        return TupleRegistry(self.client, self.catalog, lambda: self.creator)
 
     @cached_property
     def plans(self) -> PlanRegistry:
-        return PlanRegistry(self.client, self.catalog, self.creator)
+        return PlanRegistry(self.client, self.catalog, lambda: self.creator)
 
     def reader(self) -> TupleReader:
         return TupleReader(self.client, self.catalog)
@@ -101,6 +101,7 @@ class Client:
         self._passwords: dict[str, str] = {}
         self._tokens: dict[str, str] = {}
         self._persisted: set[str] = set()
+        self._saved_tokens: set[str] = set()
         self._current: Optional[Profile] = None
         self._rooms: Optional[_Rooms] = None
         if url is not None:
@@ -196,6 +197,7 @@ class Client:
         if token and token != self._tokens.get(self._current.name):
             register_secret(token)
             self._tokens[self._current.name] = token
+            self._saved_tokens.add(self._current.name)
             self._switch(self._current)
 
     def login(self, username: Optional[str] = None, password: Optional[str] = None) -> str:
@@ -218,13 +220,22 @@ class Client:
         self._tokens[profile.name] = token
         if profile.name in self._persisted:
             self._store.save_token(profile.name, token)
+            self._saved_tokens.add(profile.name)
         return token
 
     def close(self) -> None:
-        """Release the connections of the current profile (the 0.x client had nothing to close)."""
-        if self._rooms is not None:
-            self._rooms.client.close()
-            self._rooms = None
+        """Release the connections of the current profile (the 0.x client had nothing to close).
+
+        A token saved in the user file stays valid (a later run loads it with ``set_user``); a token
+        of a profile kept in memory only is deleted on the server (logout).
+        """
+        rooms, self._rooms = self._rooms, None
+        if rooms is None:
+            return
+        if self._current is not None and self._current.name in self._saved_tokens:
+            rooms.client.transport.close()
+        else:
+            rooms.client.close()
 
     def __enter__(self) -> Client:
         return self

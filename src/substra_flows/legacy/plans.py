@@ -9,7 +9,7 @@ reference tuples of earlier calls by id, and sending the same update twice adds 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
 from substra_flows import SubstraClient, models
@@ -25,10 +25,15 @@ DEFAULT_NAME = "0.x compute plan"
 class PlanRegistry:
     """0.x compute plans for one organization (``creator``)."""
 
-    def __init__(self, client: SubstraClient, catalog: Catalog, creator: str) -> None:
+    def __init__(self, client: SubstraClient, catalog: Catalog, creator: Callable[[], str]) -> None:
         self.client = client
         self.catalog = catalog
-        self.creator = creator
+        self._creator = creator
+
+    @property
+    def creator(self) -> str:
+        """This organization's id (asked only when needed: bad input fails before any request)."""
+        return self._creator()
 
     def _plan(self, compute_plan_id: Any, field: str = "compute_plan_id") -> models.ComputePlan:
         key = specs.legacy_key_for(compute_plan_id, field)

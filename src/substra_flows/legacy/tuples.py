@@ -17,7 +17,7 @@ tasks to it in 1.0), and a plan of its own otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
 from substra_flows import SubstraClient, models
@@ -38,10 +38,15 @@ WHAT = {
 class TupleRegistry:
     """Standalone tuples for one organization (``creator``)."""
 
-    def __init__(self, client: SubstraClient, catalog: Catalog, creator: str) -> None:
+    def __init__(self, client: SubstraClient, catalog: Catalog, creator: Callable[[], str]) -> None:
         self.client = client
         self.catalog = catalog
-        self.creator = creator
+        self._creator = creator
+
+    @property
+    def creator(self) -> str:
+        """This organization's id (asked only when needed: bad input fails before any request)."""
+        return self._creator()
 
     # -- shared steps ---------------------------------------------------------------------------------
 
