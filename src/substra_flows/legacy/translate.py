@@ -41,6 +41,14 @@ ALGO_OF = {
     metadata.AGGREGATETUPLE: metadata.AGGREGATE_ALGO,
     metadata.COMPOSITE_TRAINTUPLE: metadata.COMPOSITE_ALGO,
 }
+A_KIND = {
+    metadata.ALGO: "an algo",
+    metadata.AGGREGATE_ALGO: "an aggregate algo",
+    metadata.COMPOSITE_ALGO: "a composite algo",
+    metadata.TRAINTUPLE: "a traintuple",
+    metadata.AGGREGATETUPLE: "an aggregatetuple",
+    metadata.COMPOSITE_TRAINTUPLE: "a composite traintuple",
+}
 ADD_METHOD = {
     metadata.ALGO: "add_traintuple",
     metadata.AGGREGATE_ALGO: "add_aggregatetuple",
@@ -230,7 +238,7 @@ def _check_algo(algo: AlgoInfo, kind: str, field: str) -> None:
     wanted = ALGO_OF[kind]
     if algo.kind != wanted:
         raise invalid_request(
-            f"{field}={algo.key} is a {algo.kind.replace('_', ' ')}, which a {kind.replace('_', ' ')} cannot run; "
+            f"{field}={algo.key} is {A_KIND[algo.kind]}, which {A_KIND[kind]} cannot run; "
             f"use {ADD_METHOD[algo.kind]} (or its list in add_compute_plan)",
             key=algo.key,
         )
