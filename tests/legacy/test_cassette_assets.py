@@ -19,7 +19,7 @@ from substra_flows.legacy.exceptions import LegacyTranslationError
 from tests.cassette import RequestLog, setup_cassette, sha256, unknown_key
 from tests.legacy import _world
 from tests.legacy.conftest import legacy_client
-from tests.recording import Target
+from tests.recording import Target, recording
 
 pytestmark = [pytest.mark.vcr, pytest.mark.cassette]
 
@@ -331,3 +331,17 @@ def test_list_node_with_a_bad_token(org1: Target):
     with pytest.raises(exc.AuthenticationError):
         client.list_node()
     client.close()
+
+
+def test_add_data_sample_by_server_path_then_again(client1: Client, org1: Target, world: dict, tmp_path: Path):
+    if recording() and not org1.servermedias_root:
+        pytest.skip("the target's servermedias root is unknown (set SUBSTRA_SERVERMEDIAS_ROOT to record this)")
+    # request bodies are not matched on replay: any folder stands in for the node's media root
+    root = Path(org1.servermedias_root) if recording() else tmp_path
+    folder = _world.samples(root, V, 0, "train", 1, seed=11)[0]
+    data = {"path": folder, "data_manager_keys": [world["org1"]["dataset"]]}
+    added = client1.add_data_sample(data, local=False)
+    assert added["data_manager_keys"] == [world["org1"]["dataset"]]
+    assert client1.add_data_sample(data, local=False, exist_ok=True)["key"] == added["key"]
+    with pytest.raises(exc.AlreadyExists):
+        client1.add_data_sample(data, local=True)  # the same content, whichever way it travels

@@ -85,3 +85,16 @@ def test_a_stale_token_in_the_user_file_is_an_authentication_error(tmp_path: Pat
     with pytest.raises(ProfileNotFoundError):
         client.set_profile("org-3")
     client.close()
+
+
+def test_the_later_0x_signature_logs_in_without_files_and_out_on_close(tmp_path: Path, org1: Target, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # nothing may be written under ~ either
+    client = Client(url=org1.url)
+    token = client.login(org1.username, org1.password)
+    assert token and [n["is_current"] for n in client.list_node()] == [True, False]
+    client.close()  # logs out: the token was never saved, so nothing may keep using it
+    assert list(tmp_path.iterdir()) == []
+    again = Client(url=org1.url, token=token)
+    with pytest.raises(exc.AuthenticationError):
+        again.list_node()
+    again.close()
