@@ -1,26 +1,21 @@
 """Acceptance: the 0.x script runs on the local node, scores like the same plan in 1.0 specs, and
 its rerun with ``exist_ok=True`` creates nothing.
 
-The script (examples/legacy/federated_0x.py) uses only the 0.x surface. The reference plan below
-uses only SubstraClient and 1.0 specs, written by hand: its own functions (the same scripts,
-packed with explicit ``--function-name`` entrypoints), datasets and samples, and every task.
+The script (examples/legacy/federated_0x.py) uses only the 0.x surface. The reference plan
+(examples/legacy/federated_1_0.py) uses only SubstraClient and 1.0 specs, written by hand: its
+own functions (the same scripts, packed with explicit ``--function-name`` entrypoints), datasets
+and samples, and every task.
 """
 
 from __future__ import annotations
 
-import gzip
-import io
-import tarfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from examples import assets
-from examples import legacy as legacy_assets
-from examples.legacy import federated_0x
+from examples.legacy import federated_0x, federated_1_0
 from substra_flows import SubstraClient
 from substra_flows import exceptions as exc
 from substra_flows.local_node import LocalNode
@@ -99,179 +94,8 @@ def test_a_rerun_without_exist_ok_raises_already_exists_as_0x_did(runs: dict[str
 # -- the same plan, written directly with 1.0 specs ---------------------------------------------------------
 
 
-def archive_1_0(script: str, function: str, folder: Path) -> Path:
-    """The example script packed as a 1.0 function: its ENTRYPOINT names the function."""
-    entries = {
-        "Dockerfile": (
-            "FROM python:3.11-slim\nRUN pip install substratools==1.0.0\n"
-            f"COPY {script}.py logreg.py ./\n"
-            f'ENTRYPOINT ["python3", "{script}.py", "--function-name", "{function}"]\n'
-        ).encode(),
-        f"{script}.py": (legacy_assets.LEGACY_DIR / f"{script}.py").read_bytes(),
-        "logreg.py": (legacy_assets.LEGACY_DIR / "logreg.py").read_bytes(),
-    }
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as archive:
-        for name, data in entries.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{script}-{function}.tar.gz"
-    path.write_bytes(gzip.compress(raw.getvalue()))
-    return path
-
-
-MODEL = {"kind": "ASSET_MODEL", "optional": False, "multiple": False}
-DATA = [
-    {"identifier": "opener", "kind": "ASSET_DATA_MANAGER", "optional": False, "multiple": False},
-    {"identifier": "datasamples", "kind": "ASSET_DATA_SAMPLE", "optional": False, "multiple": True},
-]
-
-
-def function_1_0(client: SubstraClient, folder: Path, script: str, function: str, inputs: list, outputs: list) -> str:
-    return client.add_function(
-        {
-            "name": f"1.0 {script} {function}",
-            "description": legacy_assets.write_description(folder / f"{script}-{function}.md", function),
-            "file": archive_1_0(script, function, folder),
-            "permissions": {"public": True, "authorized_ids": []},
-            "inputs": inputs,
-            "outputs": outputs,
-        }
-    )
-
-
 def test_its_scores_equal_the_same_plan_written_with_1_0_specs(
-    runs: dict[str, Any], node: LocalNode, clients: list[SubstraClient], tmp_path: Path
+    runs: dict[str, Any], clients: list[SubstraClient], tmp_path: Path
 ):
-    org_ids = [o.organization_id for o in node.organizations]
-    shared = {"public": False, "authorized_ids": org_ids}
-    owner = clients[0]
-    train = function_1_0(
-        owner,
-        tmp_path,
-        "composite_algo",
-        "train",
-        [
-            *DATA,
-            {"identifier": "local", **MODEL, "optional": True},
-            {"identifier": "shared", **MODEL, "optional": True},
-        ],
-        [
-            {"identifier": "local", "kind": "ASSET_MODEL", "multiple": False},
-            {"identifier": "shared", "kind": "ASSET_MODEL", "multiple": False},
-        ],
-    )
-    predict = function_1_0(
-        owner,
-        tmp_path,
-        "composite_algo",
-        "predict",
-        [*DATA, {"identifier": "local", **MODEL}, {"identifier": "shared", **MODEL}],
-        [{"identifier": "predictions", "kind": "ASSET_MODEL", "multiple": False}],
-    )
-    aggregate = function_1_0(
-        owner,
-        tmp_path,
-        "aggregate_algo",
-        "aggregate",
-        [{"identifier": "models", **MODEL, "multiple": True}],
-        [{"identifier": "model", "kind": "ASSET_MODEL", "multiple": False}],
-    )
-    score = function_1_0(
-        owner,
-        tmp_path,
-        "metrics",
-        "score",
-        [*DATA, {"identifier": "predictions", **MODEL}],
-        [{"identifier": "performance", "kind": "ASSET_PERFORMANCE", "multiple": False}],
-    )
-    data = []
-    for index, client in enumerate(clients):
-        dataset = client.add_dataset(
-            {
-                "name": f"1.0 reference data {index}",
-                "data_opener": assets.opener_path(),
-                "permissions": shared,
-                "logs_permission": shared,
-            }
-        )
-        folders = tmp_path / "samples"
-        train_keys = client.add_data_samples(
-            {"paths": assets.generate_samples(index, folders, split="train"), "data_manager_keys": [dataset]}
-        )
-        test_key = client.add_data_sample(
-            {
-                "path": assets.generate_samples(index, folders, split="test", n_samples=1)[0],
-                "data_manager_keys": [dataset],
-            }
-        )
-        data.append((dataset, sorted(train_keys), [test_key]))
-
-    def ref(identifier: str, task: str, output: str) -> dict[str, Any]:
-        return {"identifier": identifier, "parent_task_key": f"{task}", "parent_task_output_identifier": output}
-
-    def opener_and(dataset: str, samples: list[str]) -> list[dict[str, Any]]:
-        return [{"identifier": "opener", "asset_key": dataset}] + [
-            {"identifier": "datasamples", "asset_key": s} for s in samples
-        ]
-
-    def out(*names: str, public: bool = False) -> dict[str, Any]:
-        perms = {"public": True, "authorized_ids": []} if public else shared
-        return {n: {"permissions": perms, "is_transient": False} for n in names}
-
-    plan_key = str(uuid.uuid4())
-    key = {
-        name: str(uuid.uuid5(uuid.UUID(plan_key), name))
-        for name in ("c0-0", "c0-1", "a0", "c1-0", "c1-1", "a1", "p0", "p1", "s0", "s1")
-    }
-    tasks = []
-    for rank in range(2):
-        for index, (dataset, train_keys, _) in enumerate(data):
-            inputs = opener_and(dataset, train_keys)
-            if rank:
-                inputs += [ref("local", key[f"c0-{index}"], "local"), ref("shared", key["a0"], "model")]
-            tasks.append(
-                {
-                    "task_id": key[f"c{rank}-{index}"],
-                    "function_key": train,
-                    "worker": org_ids[index],
-                    "inputs": inputs,
-                    "outputs": out("local", "shared"),
-                }
-            )
-        tasks.append(
-            {
-                "task_id": key[f"a{rank}"],
-                "function_key": aggregate,
-                "worker": org_ids[0],
-                "inputs": [ref("models", key[f"c{rank}-{i}"], "shared") for i in range(2)],
-                "outputs": out("model"),
-            }
-        )
-    for index, (dataset, _, test_keys) in enumerate(data):
-        tasks.append(
-            {
-                "task_id": key[f"p{index}"],
-                "function_key": predict,
-                "worker": org_ids[index],
-                "inputs": opener_and(dataset, test_keys)
-                + [ref("local", key[f"c1-{index}"], "local"), ref("shared", key[f"c1-{index}"], "shared")],
-                "outputs": out("predictions"),
-            }
-        )
-        tasks.append(
-            {
-                "task_id": key[f"s{index}"],
-                "function_key": score,
-                "worker": org_ids[index],
-                "inputs": opener_and(dataset, test_keys) + [ref("predictions", key[f"p{index}"], "predictions")],
-                "outputs": out("performance", public=True),
-            }
-        )
-    owner.add_compute_plan({"key": plan_key, "name": "1.0 reference of the 0.x script", "tasks": tasks})
-    owner.wait_compute_plan(plan_key, timeout=600, polling_period=0.2)
-    rows = owner.get_performances(plan_key).rows()
-    reference = {row["worker"]: row["performance"] for row in rows}
+    reference = federated_1_0.run(clients, tmp_path, polling_period=0.2)
     assert reference == runs["first"]["scores"]
