@@ -141,9 +141,14 @@ def test_describe_and_download_each_kind(client1: Client, world: dict, workdir: 
     assert sha256(path) == world["algos"][kind]["content"]["hash"]
 
 
-def test_describe_algo_of_an_unknown_key(client1: Client):
+def test_describe_and_download_of_unknown_keys(client1: Client, world: dict, tmp_path: Path):
     with pytest.raises(exc.NotFound):
         client1.describe_algo(unknown_key(V, "describe"))
+    with pytest.raises(exc.NotFound, match="no objective"):
+        client1.download_objective(world["algos"]["algo"]["key"], tmp_path)
+    with pytest.raises(exc.NotFound):
+        client1.download_dataset(unknown_key(V, "download"), tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 # -- objectives -------------------------------------------------------------------------------------------

@@ -291,6 +291,9 @@ def test_add_traintuple_outside_any_plan_then_again(client1: Client, org1: Targe
     wait(client1, org1, plan)
     done = client1.get_traintuple(traintuple["key"])
     assert done["status"] == "done" and done["out_model"]["hash"] and done["in_models"] == []
+    listed = client1.list_traintuple(filters=["traintuple:tag:standalone"])
+    assert [t["key"] for t in listed] == [traintuple["key"]] and listed[0]["out_model"] == done["out_model"]
+    assert listed[0]["log"] == "" and listed[0]["algo"]["key"] == world["algo"]
 
 
 def test_add_traintuple_rank_rules(client1: Client, org1: Target, world: dict):

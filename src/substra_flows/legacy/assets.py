@@ -184,7 +184,7 @@ class AssetRegistry:
         existing = self._same_file(kind, checksum)
         if existing is not None:
             return self._existing(existing, kind, exist_ok)
-        common = {
+        common: dict[str, Any] = {
             "archive": spec.file,
             "description": spec.description,
             "permissions": _permissions(spec.permissions),

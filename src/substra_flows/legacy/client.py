@@ -497,7 +497,7 @@ class Client:
 
     def _list_tuples(self, kind: str, filters: Filters, is_complex: bool) -> Listing:
         groups = listing.parse(filters, kind, views.FIELDS[kind])
-        return listing.apply(self._legacy.reader().list(kind), kind, groups, is_complex)
+        return listing.apply(self._legacy.reader().of_kind(kind), kind, groups, is_complex)
 
     def list_traintuple(self, filters: Filters = None, is_complex: bool = False) -> Listing:
         """Traintuples."""

@@ -40,7 +40,7 @@ def leaderboard(client: SubstraClient, catalog: Catalog, objective_key: str, sor
     ]
     parent_keys = [t.metadata.get(metadata.TRAINTUPLE_KEY, "") for t in tests]
     reader.load_tasks(k for k in parent_keys if k)
-    board = []
+    board: list[dict[str, Any]] = []
     for test, parent_key in zip(tests, parent_keys, strict=True):
         parent = reader.cached_task(parent_key)
         algo = views.algo_ref(parent.function if parent else None)

@@ -96,7 +96,8 @@ class ProfileStore:
             raise ProfileNotFoundError(
                 f"profile {name!r} is not defined: neither added with add_profile() nor found in {self.config_path}"
             )
-        auth = entry.get("auth") if isinstance(entry.get("auth"), dict) else {}
+        auth = entry.get("auth")
+        auth = auth if isinstance(auth, dict) else {}
         username = entry.get("username") or auth.get("username") or auth.get("user")
         return Profile(
             name=name,

@@ -55,7 +55,7 @@ class TupleReader:
         task = self.catalog.task(key, (kind,))
         return self.views(kind, [task], with_logs=True)[0]
 
-    def list(self, kind: str, extra_filters: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
+    def of_kind(self, kind: str, extra_filters: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
         """Every tuple of a kind visible to this organization, oldest first."""
         return self.views(kind, self.tasks_of_kind(kind, extra_filters))
 

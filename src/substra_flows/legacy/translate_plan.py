@@ -34,7 +34,7 @@ class _Entry:
     kind: str
     legacy_id: str
     spec: Any
-    field: str
+    where: str
     refs: list[tuple[str, str]] = field(default_factory=list)  # (role, id)
 
 
@@ -58,11 +58,11 @@ def _entries(spec: specs.PlanTuples, method: str) -> list[_Entry]:
     for entry in entries:
         if entry.legacy_id in seen:
             raise LegacyTranslationError.for_field(
-                entry.field,
+                entry.where,
                 entry.legacy_id,
                 f"this id is already used by {seen[entry.legacy_id]}: tuple ids are unique within a compute plan",
             )
-        seen[entry.legacy_id] = entry.field
+        seen[entry.legacy_id] = entry.where
     return entries
 
 
@@ -79,7 +79,7 @@ def _parents_first(entries: list[_Entry]) -> list[_Entry]:
         if mark == "active":
             cycle = path[path.index(entry.legacy_id) :] + [entry.legacy_id]
             raise LegacyTranslationError.for_field(
-                entry.field, entry.legacy_id, f"dependency cycle: {' -> '.join(cycle)}"
+                entry.where, entry.legacy_id, f"dependency cycle: {' -> '.join(cycle)}"
             )
         state[entry.legacy_id] = "active"
         for _, ref in entry.refs:
@@ -167,26 +167,26 @@ def _plan_train_tuple(
     entry: _Entry, key: str, plan_key: str, creator: str, resolver: Resolver, parents: _PlanParents
 ) -> Translated:
     spec = entry.spec
-    user = metadata.check_user_metadata(spec.metadata, f"{entry.field}.metadata")
-    algo = resolver.algo(spec.algo_key, f"{entry.field}.algo_key")
+    user = metadata.check_user_metadata(spec.metadata, f"{entry.where}.metadata")
+    algo = resolver.algo(spec.algo_key, f"{entry.where}.algo_key")
     common = {"key": key, "plan_key": plan_key, "tag": spec.tag, "user_metadata": user, "legacy_id": entry.legacy_id}
     if entry.kind == metadata.AGGREGATETUPLE:
-        models = [parents.get(ref, f"{entry.field}.in_models_ids") for _, ref in entry.refs]
-        return aggregatetuple(algo=algo, worker=spec.worker, parents=models, field=entry.field, **common)
-    dataset = resolver.dataset(spec.data_manager_key, f"{entry.field}.data_manager_key")
-    check_train_samples(resolver, spec.train_data_sample_keys, f"{entry.field}.train_data_sample_keys")
+        models = [parents.get(ref, f"{entry.where}.in_models_ids") for _, ref in entry.refs]
+        return aggregatetuple(algo=algo, worker=spec.worker, parents=models, field=entry.where, **common)
+    dataset = resolver.dataset(spec.data_manager_key, f"{entry.where}.data_manager_key")
+    check_train_samples(resolver, spec.train_data_sample_keys, f"{entry.where}.train_data_sample_keys")
     if entry.kind == metadata.TRAINTUPLE:
-        models = [parents.get(ref, f"{entry.field}.in_models_ids") for _, ref in entry.refs]
+        models = [parents.get(ref, f"{entry.where}.in_models_ids") for _, ref in entry.refs]
         return traintuple(
             algo=algo,
             dataset=dataset,
             sample_keys=spec.train_data_sample_keys,
             parents=models,
-            field=entry.field,
+            field=entry.where,
             **common,
         )
-    head = parents.get(spec.in_head_model_id, f"{entry.field}.in_head_model_id") if spec.in_head_model_id else None
-    trunk = parents.get(spec.in_trunk_model_id, f"{entry.field}.in_trunk_model_id") if spec.in_trunk_model_id else None
+    head = parents.get(spec.in_head_model_id, f"{entry.where}.in_head_model_id") if spec.in_head_model_id else None
+    trunk = parents.get(spec.in_trunk_model_id, f"{entry.where}.in_trunk_model_id") if spec.in_trunk_model_id else None
     return composite_traintuple(
         creator=creator,
         algo=algo,
@@ -195,7 +195,7 @@ def _plan_train_tuple(
         head=head,
         trunk=trunk,
         trunk_permissions=spec.out_trunk_model_permissions,
-        field=entry.field,
+        field=entry.where,
         **common,
     )
 
