@@ -274,3 +274,9 @@ def test_client_options_without_1_0_meaning_are_refused(kwargs: dict[str, Any], 
     with pytest.raises(LegacyTranslationError) as raised:
         Client(**kwargs)
     assert raised.value.field == field
+
+
+def test_a_config_file_that_is_not_json_is_reported_not_ignored(tmp_path: Path):
+    (tmp_path / "config").write_text("url = http://h\n")
+    with pytest.raises(exc.ConfigurationError, match="not a readable JSON file"):
+        Client(config_path=tmp_path / "config")

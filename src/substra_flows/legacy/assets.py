@@ -118,17 +118,23 @@ class AssetRegistry:
                 found.append(function)
         return found
 
-    def _same_file(self, kind: str, checksum: str, predict_for: Optional[str] = None) -> Optional[models.Function]:
-        def same(function: models.Function) -> bool:
+    @staticmethod
+    def _find(
+        functions: Sequence[models.Function], kind: str, checksum: str, predict_for: Optional[str] = None
+    ) -> Optional[models.Function]:
+        for function in functions:
             meta = function.metadata
-            return (
+            if (
                 meta.get(metadata.KIND) == kind
                 and meta.get(metadata.CHECKSUM) == checksum
                 and (predict_for is None or meta.get(PREDICT_FOR) == predict_for)
-            )
+            ):
+                return function
+        return None
 
-        matches = self.functions(same, owner=self.owner)
-        return matches[0] if matches else None
+    def _same_file(self, kind: str, checksum: str, predict_for: Optional[str] = None) -> Optional[models.Function]:
+        """This organization's oldest function of ``kind`` registered from the same file."""
+        return self._find(self.functions(lambda _: True, owner=self.owner), kind, checksum, predict_for)
 
     def _create(self, create: Callable[[], str], find: Callable[[], Optional[str]]) -> str:
         """Create and return the key; after a lost answer, look again before giving up (never send twice)."""
@@ -181,7 +187,8 @@ class AssetRegistry:
         checksum = file_sha256(spec.file)
         field = f"{method}.file"
         archives.with_function_name(self._dockerfile(spec.file, field), MAIN_ROLE[kind], field)  # before any request
-        existing = self._same_file(kind, checksum)
+        mine = self.functions(lambda _: True, owner=self.owner)  # one listing for both look-ups
+        existing = self._find(mine, kind, checksum)
         if existing is not None:
             return self._existing(existing, kind, exist_ok)
         common: dict[str, Any] = {
@@ -191,15 +198,20 @@ class AssetRegistry:
             "field": field,
         }
         # a predict function left by an earlier attempt that stopped before the algo itself is reused
-        predict = self._same_file_key(metadata.PREDICT, checksum, predict_for=kind) or self._create(
-            lambda: self._register_function(
-                kind,
-                "predict",
-                name=_predict_name(spec.name),
-                meta={metadata.KIND: metadata.PREDICT, metadata.CHECKSUM: checksum, PREDICT_FOR: kind},
-                **common,
-            ),
-            lambda: self._same_file_key(metadata.PREDICT, checksum, predict_for=kind),
+        leftover = self._find(mine, metadata.PREDICT, checksum, predict_for=kind)
+        predict = (
+            leftover.key
+            if leftover
+            else self._create(
+                lambda: self._register_function(
+                    kind,
+                    "predict",
+                    name=_predict_name(spec.name),
+                    meta={metadata.KIND: metadata.PREDICT, metadata.CHECKSUM: checksum, PREDICT_FOR: kind},
+                    **common,
+                ),
+                lambda: self._same_file_key(metadata.PREDICT, checksum, predict_for=kind),
+            )
         )
         meta = {**user, metadata.KIND: kind, metadata.CHECKSUM: checksum, metadata.PREDICT_KEY: predict}
         key = self._create(

@@ -17,7 +17,7 @@ from substra_flows.exceptions import register_secret
 from substra_flows.legacy import listing, metadata, specs, views
 from substra_flows.legacy.assets import AssetRegistry
 from substra_flows.legacy.catalog import Catalog
-from substra_flows.legacy.exceptions import ConfigurationError, LegacyTranslationError
+from substra_flows.legacy.exceptions import ConfigurationError, LegacyTranslationError, ProfileNotFoundError
 from substra_flows.legacy.leaderboard import leaderboard
 from substra_flows.legacy.plans import PlanRegistry
 from substra_flows.legacy.profiles import API_VERSION, DEFAULT_PROFILE, Profile, ProfileStore, check_version
@@ -116,7 +116,7 @@ class Client:
         elif self._store.config_path.exists():
             try:
                 self.set_profile(DEFAULT_PROFILE)
-            except ConfigurationError:
+            except ProfileNotFoundError:
                 pass  # no default profile yet: add_profile() or set_profile() comes next
         if token and self._current is not None and url is None:
             register_secret(token)

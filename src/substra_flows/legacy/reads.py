@@ -108,8 +108,9 @@ class TupleReader:
         single: set[str] = set()
         composite: set[str] = set()
         for task in tasks:
-            kind = task.metadata.get(metadata.KIND)
-            (composite if kind == metadata.COMPOSITE_TRAINTUPLE else single).add(task.key)
+            if _done(task):  # a task has models only once done
+                kind = task.metadata.get(metadata.KIND)
+                (composite if kind == metadata.COMPOSITE_TRAINTUPLE else single).add(task.key)
             for ref in task.inputs:
                 if ref.parent_task_key:
                     target = single if ref.parent_task_output_identifier == "model" else composite
