@@ -6,10 +6,9 @@ The opener and the data generator are the shared ones of :mod:`examples.assets`.
 
 from __future__ import annotations
 
-import gzip
-import io
-import tarfile
 from pathlib import Path
+
+from substra_flows.legacy.archives import Member, write_targz
 
 LEGACY_DIR = Path(__file__).resolve().parent
 SCRIPTS = ("algo", "aggregate_algo", "composite_algo", "metrics")
@@ -37,24 +36,8 @@ def build_archive(script: str, dest_dir: Path, variant: str = "") -> Path:
         f"{script}.py": (LEGACY_DIR / f"{script}.py").read_bytes(),
         "logreg.py": (LEGACY_DIR / "logreg.py").read_bytes(),
     }
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        for name in sorted(entries):
-            info = tarfile.TarInfo(name)
-            info.size = len(entries[name])
-            info.mtime = 0
-            info.mode = 0o644
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            archive.addfile(info, io.BytesIO(entries[name]))
-    packed = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=packed, mtime=0) as zipped:
-        zipped.write(raw.getvalue())
-    dest_dir = Path(dest_dir)
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    target = dest_dir / f"{script}.tar.gz"
-    target.write_bytes(packed.getvalue())
-    return target
+    members = [Member(name, entries[name], 0o644) for name in sorted(entries)]
+    return write_targz(members, Path(dest_dir) / f"{script}.tar.gz")
 
 
 def write_description(dest: Path, title: str) -> Path:

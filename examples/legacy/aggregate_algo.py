@@ -15,8 +15,7 @@ def aggregate(inputs: dict[str, Any], outputs: dict[str, Any], task_properties: 
 @tools.register
 def predict(inputs: dict[str, Any], outputs: dict[str, Any], task_properties: dict[str, Any]) -> None:
     """Probabilities of class 1 with the aggregated ``model``."""
-    model = logreg.load(inputs["model"])
-    logreg.save([logreg.score_row(model, 0.0, row) for row in inputs["datasamples"]["X"]], outputs["predictions"])
+    logreg.predict_file(inputs["model"], inputs["datasamples"]["X"], outputs["predictions"])
 
 
 if __name__ == "__main__":

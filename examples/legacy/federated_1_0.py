@@ -9,9 +9,6 @@ must equal (tests/legacy/test_live_0x_script.py) and by ``benchmarks.legacy``.
 
 from __future__ import annotations
 
-import gzip
-import io
-import tarfile
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +17,7 @@ from typing import Any
 from examples import assets
 from examples import legacy as legacy_assets
 from substra_flows import SubstraClient
+from substra_flows.legacy.archives import Member, write_targz
 
 ROUNDS = 2
 MODEL = {"kind": "ASSET_MODEL", "optional": False, "multiple": False}
@@ -41,16 +39,7 @@ def archive(script: str, function: str, folder: Path) -> Path:
         f"{script}.py": (legacy_assets.LEGACY_DIR / f"{script}.py").read_bytes(),
         "logreg.py": (legacy_assets.LEGACY_DIR / "logreg.py").read_bytes(),
     }
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        for name, data in entries.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{script}-{function}.tar.gz"
-    path.write_bytes(gzip.compress(raw.getvalue()))
-    return path
+    return write_targz([Member(n, d, 0o644) for n, d in entries.items()], folder / f"{script}-{function}.tar.gz")
 
 
 def _function(client: SubstraClient, folder: Path, script: str, function: str, inputs: list, outputs: list) -> str:

@@ -69,3 +69,9 @@ def fit(data: dict, trunk: Optional[dict], offset: Optional[float], train_offset
         if train_offset:
             shift -= LEARNING_RATE * grad_b / count
     return {"weights": weights, "bias": bias, "n_samples": count}, shift
+
+
+def predict_file(model_path: str, rows: list, predictions_path: str) -> None:
+    """Write the probabilities of class 1 of ``rows`` with the trunk (or plain model) at ``model_path``."""
+    model = load(model_path)
+    save([score_row(model, 0.0, row) for row in rows], predictions_path)

@@ -73,7 +73,7 @@ def test_out_trunk_model_permissions_cannot_be_public():
         "train_data_sample_keys": [KEY],
         "out_trunk_model_permissions": {"public": True, "authorized_ids": []},
     }
-    with pytest.raises(exc.SpecValidationError, match="out_trunk_model_permissions.public"):
+    with pytest.raises(exc.SpecValidationError, match="out_trunk_model_permissions=.*cannot be made public"):
         specs.parse(specs.CompositeTraintupleData, data, "add_composite_traintuple")
 
 

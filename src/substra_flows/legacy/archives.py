@@ -19,6 +19,7 @@ import json
 import pathlib
 import tarfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from substra_flows.legacy.exceptions import LegacyTranslationError
@@ -113,18 +114,24 @@ def role_archive(source: pathlib.Path, function_name: str, destination: pathlib.
         raise LegacyTranslationError.for_field(field, str(source), "has no Dockerfile at its root")
     text = dockerfiles[-1].data.decode("utf-8")
     rewritten = with_function_name(text, function_name, field).encode("utf-8")
-    raw = io.BytesIO()
     latest = {member.name: member for member in members}  # a repeated name: the last copy wins, as on extraction
+    return write_targz(
+        [Member(m.name, rewritten if m.name == DOCKERFILE else m.data, m.mode) for m in latest.values()], destination
+    )
+
+
+def write_targz(members: Sequence[Member], destination: pathlib.Path) -> pathlib.Path:
+    """A reproducible tar.gz of ``members`` in this order: mtime 0, no owner, no name in the gzip header."""
+    raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        for member in latest.values():
-            data = rewritten if member.name == DOCKERFILE else member.data
+        for member in members:
             info = tarfile.TarInfo(member.name)
-            info.size = len(data)
+            info.size = len(member.data)
             info.mode = member.mode
             info.mtime = 0
             info.uid = info.gid = 0
             info.uname = info.gname = ""
-            archive.addfile(info, io.BytesIO(data))
+            archive.addfile(info, io.BytesIO(member.data))
     packed = io.BytesIO()
     with gzip.GzipFile(filename="", mode="wb", fileobj=packed, mtime=0) as zipped:
         zipped.write(raw.getvalue())

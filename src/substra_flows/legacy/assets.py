@@ -24,7 +24,7 @@ from typing import Any, Optional
 from substra_flows import SubstraClient, models
 from substra_flows.exceptions import AlreadyExists, AssetMaybeCreatedError
 from substra_flows.legacy import archives, metadata, specs, views
-from substra_flows.legacy.catalog import Catalog
+from substra_flows.legacy.catalog import Catalog, OrganizationRoom
 from substra_flows.legacy.exceptions import LegacyTranslationError, already_exists, invalid_request
 from substra_flows.legacy.records import Records
 from substra_flows.steps.fingerprints import file_sha256, sample_fingerprint
@@ -90,19 +90,12 @@ def _predict_name(name: str) -> str:
     return name[: 100 - len(suffix)] + suffix
 
 
-class AssetRegistry:
+class AssetRegistry(OrganizationRoom):
     """add_algo & co. for one organization."""
 
-    def __init__(self, client: SubstraClient, catalog: Catalog, records: Records, owner: Callable[[], str]) -> None:
-        self.client = client
-        self.catalog = catalog
+    def __init__(self, client: SubstraClient, catalog: Catalog, records: Records, creator: Callable[[], str]) -> None:
+        super().__init__(client, catalog, creator)
         self.records = records
-        self._owner = owner
-
-    @property
-    def owner(self) -> str:
-        """This organization's id (asked only when needed: bad input fails before any request)."""
-        return self._owner()
 
     # -- lookups -----------------------------------------------------------------------------------
 
@@ -134,7 +127,7 @@ class AssetRegistry:
 
     def _same_file(self, kind: str, checksum: str, predict_for: Optional[str] = None) -> Optional[models.Function]:
         """This organization's oldest function of ``kind`` registered from the same file."""
-        return self._find(self.functions(lambda _: True, owner=self.owner), kind, checksum, predict_for)
+        return self._find(self.functions(lambda _: True, owner=self.creator), kind, checksum, predict_for)
 
     def _create(self, create: Callable[[], str], find: Callable[[], Optional[str]]) -> str:
         """Create and return the key; after a lost answer, look again before giving up (never send twice)."""
@@ -187,7 +180,7 @@ class AssetRegistry:
         checksum = file_sha256(spec.file)
         field = f"{method}.file"
         archives.with_function_name(self._dockerfile(spec.file, field), MAIN_ROLE[kind], field)  # before any request
-        mine = self.functions(lambda _: True, owner=self.owner)  # one listing for both look-ups
+        mine = self.functions(lambda _: True, owner=self.creator)  # one listing for both look-ups
         existing = self._find(mine, kind, checksum)
         if existing is not None:
             return self._existing(existing, kind, exist_ok)
@@ -277,7 +270,7 @@ class AssetRegistry:
     # -- datasets ------------------------------------------------------------------------------------
 
     def _same_opener(self, checksum: str) -> Optional[models.Dataset]:
-        mine = {"owner": [self.owner]}
+        mine = {"owner": [self.creator]}
         for dataset in self.client.list_dataset(filters=mine, order_by="creation_date", ascending=True):
             if dataset.opener.checksum == checksum or dataset.metadata.get(metadata.CHECKSUM) == checksum:
                 return dataset
@@ -375,7 +368,7 @@ class AssetRegistry:
                 )
         for dataset_key in dataset_keys:
             self.catalog.dataset(dataset_key, "data_manager_keys")
-        known = self.records.samples(owner=self.owner)
+        known = self.records.samples(owner=self.creator)
         existing = [known[p] for p in prints if p in known]
         if existing and exist_ok and len(existing) == len(prints):
             return [views.data_sample_view(self.client.get_data_sample(s.key), s.test_only) for s in existing]
@@ -397,6 +390,6 @@ class AssetRegistry:
             raise invalid_request(f"{field}: the server returned {len(keys)} keys for {len(prints)} folders", key=keys)
         self.records.record_samples(dict(zip(prints, keys, strict=True)), test_only)
         return [
-            {"key": k, "owner": self.owner, "data_manager_keys": list(dataset_keys), "test_only": test_only}
+            {"key": k, "owner": self.creator, "data_manager_keys": list(dataset_keys), "test_only": test_only}
             for k in keys
         ]

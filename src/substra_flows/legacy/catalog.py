@@ -8,7 +8,7 @@ Functions and datasets never change after creation, so they are cached for the c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Optional
 
 from substra_flows import SubstraClient, models
@@ -130,6 +130,20 @@ class Catalog:
     def test_only(self, sample_keys: Sequence[str]) -> set[str]:
         """Which of these samples are test-only (from the sample records)."""
         return self.records.test_only(sample_keys) if sample_keys else set()
+
+
+class OrganizationRoom:
+    """What a room working for one organization holds: its client, its catalog, and who it is."""
+
+    def __init__(self, client: SubstraClient, catalog: Catalog, creator: Callable[[], str]) -> None:
+        self.client = client
+        self.catalog = catalog
+        self._creator = creator
+
+    @property
+    def creator(self) -> str:
+        """This organization's id (asked only when needed: bad input fails before any request)."""
+        return self._creator()
 
 
 def tuple_info(task: models.Task) -> TupleInfo:

@@ -9,31 +9,21 @@ reference tuples of earlier calls by id, and sending the same update twice adds 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Optional
 
-from substra_flows import SubstraClient, models
+from substra_flows import models
 from substra_flows.exceptions import NotFound
 from substra_flows.legacy import keys, listing, metadata, specs, translate, translate_plan, views
-from substra_flows.legacy.catalog import Catalog
+from substra_flows.legacy.catalog import OrganizationRoom
 from substra_flows.legacy.exceptions import not_found
 from substra_flows.legacy.reads import CHUNK
 
 DEFAULT_NAME = "0.x compute plan"
 
 
-class PlanRegistry:
+class PlanRegistry(OrganizationRoom):
     """0.x compute plans for one organization (``creator``)."""
-
-    def __init__(self, client: SubstraClient, catalog: Catalog, creator: Callable[[], str]) -> None:
-        self.client = client
-        self.catalog = catalog
-        self._creator = creator
-
-    @property
-    def creator(self) -> str:
-        """This organization's id (asked only when needed: bad input fails before any request)."""
-        return self._creator()
 
     def _plan(self, compute_plan_id: Any, field: str = "compute_plan_id") -> models.ComputePlan:
         key = specs.legacy_key_for(compute_plan_id, field)

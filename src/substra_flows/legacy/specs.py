@@ -74,6 +74,13 @@ class TrunkPermissions(_Legacy):
 
     authorized_ids: list[str] = Field(alias="authorizedIDs")
 
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _never_public(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "public" in value:
+            raise ValueError("out trunk models cannot be made public (0.x rule): give authorized_ids only")
+        return value
+
 
 Metadata = Optional[dict[str, str]]
 Tag = Optional[str]

@@ -20,10 +20,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
-from substra_flows import SubstraClient, models
+from substra_flows import models
 from substra_flows.exceptions import NotFound
 from substra_flows.legacy import keys, metadata, specs, translate
-from substra_flows.legacy.catalog import Catalog, tuple_info
+from substra_flows.legacy.catalog import OrganizationRoom, tuple_info
 from substra_flows.legacy.exceptions import already_exists, invalid_request
 from substra_flows.legacy.reads import TupleReader
 
@@ -35,18 +35,8 @@ WHAT = {
 }
 
 
-class TupleRegistry:
+class TupleRegistry(OrganizationRoom):
     """Standalone tuples for one organization (``creator``)."""
-
-    def __init__(self, client: SubstraClient, catalog: Catalog, creator: Callable[[], str]) -> None:
-        self.client = client
-        self.catalog = catalog
-        self._creator = creator
-
-    @property
-    def creator(self) -> str:
-        """This organization's id (asked only when needed: bad input fails before any request)."""
-        return self._creator()
 
     # -- shared steps ---------------------------------------------------------------------------------
 
@@ -95,6 +85,22 @@ class TupleRegistry:
         self._submit(plan_key, new_plan, result.tasks)
         return TupleReader(self.client, self.catalog).get(kind, key)
 
+    def _add_train_tuple(
+        self,
+        kind: str,
+        key: str,
+        spec: Any,
+        exist_ok: bool,
+        method: str,
+        translation: Callable[[str], translate.Translated],
+    ) -> dict[str, Any]:
+        """The existing tuple, or a new one placed by the 0.x rank rules (``translation(plan_key)``)."""
+        found = self._existing(kind, key, exist_ok)
+        if found is not None:
+            return found
+        plan_key, new_plan = self._placement(spec.rank, spec.compute_plan_id, key, method)
+        return self._finish(kind, key, plan_key, new_plan, translation(plan_key))
+
     # -- the four kinds ---------------------------------------------------------------------------------
 
     def add_traintuple(self, data: Any, exist_ok: bool) -> dict[str, Any]:
@@ -106,26 +112,25 @@ class TupleRegistry:
         dataset = self.catalog.dataset(spec.data_manager_key, f"{method}.data_manager_key")
         translate.check_train_samples(self.catalog, spec.train_data_sample_keys, f"{method}.train_data_sample_keys")
         parents = self._parents(spec.in_models_keys, f"{method}.in_models_keys")
-        key = keys.derive_key(
-            kind, self.creator, algo.key, dataset.key, sorted(spec.train_data_sample_keys), spec.in_models_keys
+        samples = spec.train_data_sample_keys
+        key = keys.derive_key(kind, self.creator, algo.key, dataset.key, sorted(samples), spec.in_models_keys)
+        common: dict[str, Any] = {
+            "key": key,
+            "tag": spec.tag,
+            "user_metadata": user,
+            "rank": spec.rank,
+            "field": method,
+        }
+        return self._add_train_tuple(
+            kind,
+            key,
+            spec,
+            exist_ok,
+            method,
+            lambda plan_key: translate.traintuple(
+                plan_key=plan_key, algo=algo, dataset=dataset, sample_keys=samples, parents=parents, **common
+            ),
         )
-        found = self._existing(kind, key, exist_ok)
-        if found is not None:
-            return found
-        plan_key, new_plan = self._placement(spec.rank, spec.compute_plan_id, key, method)
-        result = translate.traintuple(
-            key=key,
-            plan_key=plan_key,
-            algo=algo,
-            dataset=dataset,
-            sample_keys=spec.train_data_sample_keys,
-            parents=parents,
-            tag=spec.tag,
-            user_metadata=user,
-            rank=spec.rank,
-            field=method,
-        )
-        return self._finish(kind, key, plan_key, new_plan, result)
 
     def add_aggregatetuple(self, data: Any, exist_ok: bool) -> dict[str, Any]:
         """add_aggregatetuple."""
@@ -135,22 +140,23 @@ class TupleRegistry:
         algo = self.catalog.algo(spec.algo_key, f"{method}.algo_key")
         parents = self._parents(spec.in_models_keys, f"{method}.in_models_keys")
         key = keys.derive_key(kind, self.creator, algo.key, spec.in_models_keys)
-        found = self._existing(kind, key, exist_ok)
-        if found is not None:
-            return found
-        plan_key, new_plan = self._placement(spec.rank, spec.compute_plan_id, key, method)
-        result = translate.aggregatetuple(
-            key=key,
-            plan_key=plan_key,
-            algo=algo,
-            worker=spec.worker,
-            parents=parents,
-            tag=spec.tag,
-            user_metadata=user,
-            rank=spec.rank,
-            field=method,
+        common: dict[str, Any] = {
+            "key": key,
+            "tag": spec.tag,
+            "user_metadata": user,
+            "rank": spec.rank,
+            "field": method,
+        }
+        return self._add_train_tuple(
+            kind,
+            key,
+            spec,
+            exist_ok,
+            method,
+            lambda plan_key: translate.aggregatetuple(
+                plan_key=plan_key, algo=algo, worker=spec.worker, parents=parents, **common
+            ),
         )
-        return self._finish(kind, key, plan_key, new_plan, result)
 
     def add_composite_traintuple(self, data: Any, exist_ok: bool) -> dict[str, Any]:
         """add_composite_traintuple."""
@@ -159,46 +165,37 @@ class TupleRegistry:
         user = metadata.check_user_metadata(spec.metadata, f"{method}.metadata")
         algo = self.catalog.algo(spec.algo_key, f"{method}.algo_key")
         dataset = self.catalog.dataset(spec.data_manager_key, f"{method}.data_manager_key")
-        translate.check_train_samples(self.catalog, spec.train_data_sample_keys, f"{method}.train_data_sample_keys")
-        head = (
-            self.catalog.tuple(spec.in_head_model_key, f"{method}.in_head_model_key")
-            if spec.in_head_model_key
-            else None
-        )
-        trunk = (
-            self.catalog.tuple(spec.in_trunk_model_key, f"{method}.in_trunk_model_key")
-            if spec.in_trunk_model_key
-            else None
-        )
-        key = keys.derive_key(
+        samples = spec.train_data_sample_keys
+        translate.check_train_samples(self.catalog, samples, f"{method}.train_data_sample_keys")
+        head_key, trunk_key = spec.in_head_model_key, spec.in_trunk_model_key
+        head = self.catalog.tuple(head_key, f"{method}.in_head_model_key") if head_key else None
+        trunk = self.catalog.tuple(trunk_key, f"{method}.in_trunk_model_key") if trunk_key else None
+        key = keys.derive_key(kind, self.creator, algo.key, dataset.key, sorted(samples), head_key, trunk_key)
+        common: dict[str, Any] = {
+            "key": key,
+            "tag": spec.tag,
+            "user_metadata": user,
+            "rank": spec.rank,
+            "field": method,
+        }
+        return self._add_train_tuple(
             kind,
-            self.creator,
-            algo.key,
-            dataset.key,
-            sorted(spec.train_data_sample_keys),
-            spec.in_head_model_key,
-            spec.in_trunk_model_key,
+            key,
+            spec,
+            exist_ok,
+            method,
+            lambda plan_key: translate.composite_traintuple(
+                plan_key=plan_key,
+                creator=self.creator,
+                algo=algo,
+                dataset=dataset,
+                sample_keys=samples,
+                head=head,
+                trunk=trunk,
+                trunk_permissions=spec.out_trunk_model_permissions,
+                **common,
+            ),
         )
-        found = self._existing(kind, key, exist_ok)
-        if found is not None:
-            return found
-        plan_key, new_plan = self._placement(spec.rank, spec.compute_plan_id, key, method)
-        result = translate.composite_traintuple(
-            key=key,
-            plan_key=plan_key,
-            creator=self.creator,
-            algo=algo,
-            dataset=dataset,
-            sample_keys=spec.train_data_sample_keys,
-            head=head,
-            trunk=trunk,
-            trunk_permissions=spec.out_trunk_model_permissions,
-            tag=spec.tag,
-            user_metadata=user,
-            rank=spec.rank,
-            field=method,
-        )
-        return self._finish(kind, key, plan_key, new_plan, result)
 
     def add_testtuple(self, data: Any, exist_ok: bool) -> dict[str, Any]:
         """add_testtuple: a predict task and a test task."""
