@@ -272,41 +272,32 @@ def test_composite_reads_its_head_and_the_trunk_of_an_aggregate():
     assert result.info is not None and result.info.rank == 2
 
 
+def second_round_composite(head: TupleInfo) -> translate.Translated:
+    """A composite traintuple on org1's data whose head model is ``head``."""
+    return translate.composite_traintuple(
+        key=k("c1"),
+        plan_key=PLAN,
+        creator=ORG1,
+        algo=COMPOSITE,
+        dataset=DS1,
+        sample_keys=TRAIN1,
+        head=head,
+        trunk=parent(metadata.AGGREGATETUPLE, k("a0")),
+        trunk_permissions=specs.TrunkPermissions(authorized_ids=[ORG1]),
+        tag=None,
+        user_metadata={},
+    )
+
+
 def test_a_head_model_never_leaves_its_worker():
-    head = parent(metadata.COMPOSITE_TRAINTUPLE, k("c0"), worker=ORG2)
-    with pytest.raises(exc.InvalidRequest) as raised:
-        translate.composite_traintuple(
-            key=k("c1"),
-            plan_key=PLAN,
-            creator=ORG1,
-            algo=COMPOSITE,
-            dataset=DS1,
-            sample_keys=TRAIN1,
-            head=head,
-            trunk=parent(metadata.AGGREGATETUPLE, k("a0")),
-            trunk_permissions=specs.TrunkPermissions(authorized_ids=[ORG1]),
-            tag=None,
-            user_metadata={},
-        )
-    assert "never leave their worker" in str(raised.value)
+    with pytest.raises(exc.InvalidRequest, match="never leave their worker"):
+        second_round_composite(parent(metadata.COMPOSITE_TRAINTUPLE, k("c0"), worker=ORG2))
 
 
 def test_a_head_model_must_come_from_a_composite():
-    with pytest.raises(exc.InvalidRequest) as raised:
-        translate.composite_traintuple(
-            key=k("c1"),
-            plan_key=PLAN,
-            creator=ORG1,
-            algo=COMPOSITE,
-            dataset=DS1,
-            sample_keys=TRAIN1,
-            head=parent(metadata.TRAINTUPLE, k("t")),
-            trunk=parent(metadata.AGGREGATETUPLE, k("a0")),
-            trunk_permissions=specs.TrunkPermissions(authorized_ids=[ORG1]),
-            tag=None,
-            user_metadata={},
-        )
-    assert "head models come from composite traintuples" in str(raised.value)
+    with pytest.raises(exc.InvalidRequest, match="head models come from composite traintuples"):
+        second_round_composite(parent(metadata.TRAINTUPLE, k("t")))
+    assert second_round_composite(parent(metadata.COMPOSITE_TRAINTUPLE, k("c0"))).tasks
 
 
 # -- testtuple ----------------------------------------------------------------------------------------------
