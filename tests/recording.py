@@ -34,6 +34,8 @@ TARGETS_FILE = CASSETTES / "targets.json"
 REDACTED = "REDACTED"
 REPLAY_HOST = "http://127.0.0.1:9"  # discard port: a request that escapes the cassette fails at once
 SECRET_FIELDS = ("password", "token", "username")
+#: environment of a local node's build phase in tests: pip never reaches a package index
+OFFLINE_BUILD = {"PIP_NO_INDEX": "1"}
 
 
 def recording() -> bool:
@@ -137,7 +139,8 @@ def substra_targets() -> Iterator[list[Target]]:
         return
     from substra_flows.local_node import LocalNode
 
-    with LocalNode(organizations=2) as node:
+    # recording opts in to model export (download tests) and skips the minimum build time
+    with LocalNode(organizations=2, model_export=True, build_seconds=0.0, build_env=OFFLINE_BUILD) as node:
         media_root = str(node.servermedias_root)
         yield _with_org_ids(
             [
