@@ -171,6 +171,7 @@ class _SdkRunner:
 
         self._substra = substra
         self._backends: dict[str, Any] = {}
+        self._spawner = _ImageSpawner(Path.cwd() / "local-worker")  # one for all: tasks run one at a time
         for org_id in organization_ids:
             client = substra.Client(backend_type="subprocess")
             backend = client._backend
@@ -178,7 +179,6 @@ class _SdkRunner:
             # its own ids, so the backend is told who it is.
             backend._org_id = org_id
             backend._org_name = org_id
-            self._spawner = _ImageSpawner(backend._local_worker_dir)
             backend._worker._spawner = self._spawner
             self._backends[org_id] = backend
 
