@@ -18,21 +18,15 @@ from typing import Any
 import pytest
 
 from substra_flows.local_node import LocalNode
-from tests.recording import OFFLINE_BUILD, substra_targets, vcr_settings
+from tests.recording import TEST_NODE_OPTIONS, substra_targets, vcr_settings
 
 __all__ = ["substra_targets"]
-
-
-# What the session's node opts in to, away from a default deployment's settings: model export on
-# (tests download models), no minimum build time (speed), and builds that never reach a package index
-# (the example functions' ``RUN pip install substratools==1.0.0`` is satisfied by the node's own packages).
-SESSION_NODE_OPTIONS: dict[str, Any] = {"model_export": True, "build_seconds": 0.0, "build_env": OFFLINE_BUILD}
 
 
 @pytest.fixture(scope="session")
 def local_node() -> Iterator[LocalNode]:
     """One 2-organization local node for the whole session (tests must not rely on an empty store)."""
-    with LocalNode(organizations=2, **SESSION_NODE_OPTIONS) as node:
+    with LocalNode(organizations=2, **TEST_NODE_OPTIONS) as node:  # opt-ins: tests/recording.py
         yield node
 
 

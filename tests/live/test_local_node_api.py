@@ -199,7 +199,8 @@ def test_missing_trailing_slash_is_a_permanent_redirect_even_for_a_post(org: Nod
     assert get.status_code == 301 and get.headers["Location"].endswith("/compute_plan/")
     post = requests.post(f"{org.url}/compute_plan", json={}, headers=_headers(org), allow_redirects=False, timeout=10)
     assert post.status_code == 301 and post.headers["Location"].endswith("/compute_plan/")
-    followed = requests.post(f"{org.url}/compute_plan", json={"key": str(uuid.uuid4())}, headers=_headers(org), timeout=10)
+    body = {"key": str(uuid.uuid4())}
+    followed = requests.post(f"{org.url}/compute_plan", json=body, headers=_headers(org), timeout=10)
     assert followed.status_code == 200 and "results" in followed.json()  # a list, not a created plan
 
 

@@ -633,3 +633,107 @@ def test_unknown_url_is_an_html_404(node: LocalNode) -> None:
     org1 = node.organizations[0]
     response = get(org1, "no_such_route/")
     assert response.status_code == 404 and response.headers["content-type"].startswith("text/html")
+
+
+# ---- the client copes with each of them ---------------------------------------------------------------
+
+
+def test_client_wait_task_ends_for_a_task_stranded_in_a_cancelled_plan(node, clients, functions) -> None:
+    from substra_flows.exceptions import FutureFailureError
+
+    org1 = node.organizations[0]
+    first, stranded = str(uuid.uuid4()), str(uuid.uuid4())
+    plan_key = run_plan(
+        clients[0],
+        [
+            task(first, functions["slow"], org1.organization_id),
+            task(stranded, functions["noop"], org1.organization_id, parent=first),
+        ],
+    )
+    wait_for(lambda: statuses(org1, plan_key)[first] == "STATUS_EXECUTING")
+    clients[0].cancel_compute_plan(plan_key)
+    started = time.monotonic()
+    with pytest.raises(FutureFailureError) as raised:
+        clients[0].wait_task(stranded, timeout=60, polling_period=0.2)
+    assert time.monotonic() - started < 10  # a real server keeps it waiting for good: the wait looks at the plan
+    assert "will never run" in str(raised.value) and "PLAN_STATUS_CANCELED" in str(raised.value)
+    task_now = clients[0].wait_task(stranded, timeout=60, polling_period=0.2, raise_on_failure=False)
+    assert task_now.status.value in ("STATUS_WAITING_FOR_PARENT_TASKS", "STATUS_CANCELED")
+
+
+def test_client_waits_report_a_failure_when_the_plan_reads_canceled(node, clients, functions) -> None:
+    from substra_flows.exceptions import FutureFailureError
+
+    org1 = node.organizations[0]
+    failing, queued = str(uuid.uuid4()), str(uuid.uuid4())
+    plan_key = run_plan(
+        clients[0],
+        [task(failing, functions["fail"], org1.organization_id), task(queued, functions["noop"], org1.organization_id)],
+    )
+    node.wait_idle(60)
+    with pytest.raises(FutureFailureError) as plan_error:
+        clients[0].wait_compute_plan(plan_key, timeout=30, polling_period=0.2)
+    assert plan_error.value.status == "PLAN_STATUS_CANCELED"
+    assert "failed" in str(plan_error.value) and failing in str(plan_error.value)
+    assert "deliberate failure of a test function" in str(plan_error.value)  # the failed task's logs
+    with pytest.raises(FutureFailureError) as task_error:
+        clients[0].wait_task(queued, timeout=30, polling_period=0.2)
+    assert f"task {failing} failed" in str(task_error.value)
+
+
+def test_client_cancel_of_a_done_plan_succeeds_as_on_a_real_server(node, clients, functions) -> None:
+    org1 = node.organizations[0]
+    plan_key = run_plan(clients[0], [task(str(uuid.uuid4()), functions["noop"], org1.organization_id)])
+    clients[0].wait_compute_plan(plan_key, timeout=60, polling_period=0.2)
+    clients[0].cancel_compute_plan(plan_key)
+    assert clients[0].get_compute_plan(plan_key).status.value == "PLAN_STATUS_CANCELED"
+
+
+def test_client_download_under_model_export_off_names_the_channel_setting(node, clients, functions, tmp_path) -> None:
+    from substra_flows.exceptions import ModelExportDisabled
+
+    org1 = node.organizations[0]
+    key = str(uuid.uuid4())
+    plan = run_plan(clients[0], [task(key, functions["noop"], org1.organization_id)])
+    clients[0].wait_compute_plan(plan, timeout=60, polling_period=0.2)
+    with pytest.raises(ModelExportDisabled) as raised:
+        clients[0].download_model_from_task(key, "model", tmp_path)
+    assert "model_export_enabled" in str(raised.value) and raised.value.status_code == 403
+
+
+def test_client_add_compute_plan_splits_a_batch_refused_with_413(tmp_path: Path) -> None:
+    with LocalNode(organizations=1, build_seconds=0.0, build_env=OFFLINE_BUILD, max_message_bytes=20_000) as small:
+        org = small.organizations[0]
+        with SubstraClient(url=org.url, token=org.token) as client:
+            function = add_function(client, tmp_path, "noop")
+            keys = [str(uuid.uuid4()) for _ in range(120)]
+            tasks = [task(keys[0], function, org.organization_id)]
+            tasks += [task(k, function, org.organization_id, parent=p) for p, k in zip(keys, keys[1:], strict=False)]
+            plan_key = str(uuid.uuid4())
+            client.add_compute_plan({"key": plan_key, "name": "split me", "tasks": tasks})  # one 500-task batch
+            assert client.get_compute_plan(plan_key).task_count == 120
+
+
+def test_client_login_retries_after_429(tmp_path: Path) -> None:
+    from substra_flows.local_node.throttle import LoginThrottle
+
+    with LocalNode(organizations=1, build_seconds=0.0, build_env=OFFLINE_BUILD) as throttled:
+        assert throttled.api is not None
+        throttled.api.throttle = LoginThrottle(2, window=2.0)  # 2 a window of 2 s, so the test is short
+        org = throttled.organizations[0]
+        for _ in range(2):
+            requests.post(f"{org.url}/api-token-auth/", data={"username": org.username, "password": org.password})
+        assert requests.get(f"{org.url}/info/", timeout=10).status_code == 429
+        with SubstraClient(url=org.url) as client:
+            token = client.login(org.username, org.password)  # waits out Retry-After, then logs in
+            assert len(token) == 40
+
+
+def test_client_waits_on_another_organization_ride_out_the_replication_lag(tmp_path: Path) -> None:
+    with LocalNode(organizations=2, build_seconds=0.0, build_env=OFFLINE_BUILD, replication_lag=1.5) as lagging:
+        org1, org2 = lagging.organizations
+        with SubstraClient(url=org1.url, token=org1.token) as one, SubstraClient(url=org2.url, token=org2.token) as two:
+            function = add_function(one, tmp_path, "noop")
+            plan_key = run_plan(one, [task(str(uuid.uuid4()), function, org1.organization_id)])
+            done = two.wait_compute_plan(plan_key, timeout=60, polling_period=0.2)  # 404 first, then stale, then DONE
+            assert done.status.value == "PLAN_STATUS_DONE"

@@ -32,6 +32,7 @@ from examples import assets
 from substra_flows import SubstraClient, steps
 from substra_flows import exceptions as exc
 from substra_flows.local_node import FaultConfig, LocalNode
+from tests.recording import TEST_NODE_OPTIONS
 
 pytestmark = pytest.mark.live
 
@@ -80,7 +81,7 @@ class Evidence:
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[LocalNode]:
-    with LocalNode(organizations=2, log_level="debug") as started:
+    with LocalNode(organizations=2, log_level="debug", **TEST_NODE_OPTIONS) as started:
         yield started
 
 
