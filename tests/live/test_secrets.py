@@ -225,7 +225,7 @@ def _forced_errors(
     expect_error(evidence, "404", lambda: token_client.get_compute_plan(str(uuid.uuid4())), exc.NotFound)
     expect_error(
         evidence,
-        "400",
+        "404",  # an unknown function is OE0002, NotFound, as orchestrator 1.0 answers
         lambda: token_client.add_compute_plan(
             {
                 "name": "bad function",
@@ -234,7 +234,7 @@ def _forced_errors(
                 ],
             }
         ),
-        exc.InvalidRequest,
+        exc.NotFound,
     )
 
     # a task that fails: the error carries the tail of its logs
