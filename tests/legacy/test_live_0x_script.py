@@ -19,6 +19,7 @@ from examples.legacy import federated_0x, federated_1_0
 from substra_flows import SubstraClient
 from substra_flows import exceptions as exc
 from substra_flows.local_node import LocalNode
+from tests.recording import TEST_NODE_OPTIONS
 
 pytestmark = pytest.mark.live
 
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.live
 @pytest.fixture(scope="module")
 def node() -> Iterator[LocalNode]:
     """A node of this module's own: the 0.x AlreadyExists rules look at everything an organization owns."""
-    with LocalNode(organizations=2) as started:
+    with LocalNode(organizations=2, **TEST_NODE_OPTIONS) as started:  # the opt-ins of every test node
         yield started
 
 
