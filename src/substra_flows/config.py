@@ -54,6 +54,8 @@ class ClientSettings(pydantic.BaseModel):
     backoff_max: float = Field(DEFAULT_BACKOFF_MAX, ge=0)
     page_size: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=10000)
     max_json_bytes: int = Field(DEFAULT_MAX_JSON_BYTES, ge=1024)
+    #: refuse spec keys the spec does not define (by default they are dropped with a warning, as the SDK drops them)
+    strict: bool = False
 
     @pydantic.field_validator("url")
     @classmethod

@@ -9,12 +9,11 @@ rejected, so a newer server does not break waits and listings.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Annotated, Any, Optional, Union
 
 import pydantic
-from pydantic import BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field
 
 from substra_flows.schemas import AssetKind
 
@@ -91,34 +90,21 @@ class TaskErrorType(str, enum.Enum):
     internal = "INTERNAL_ERROR"
 
 
-E = TypeVar("E", bound=enum.Enum)
-
-
-def _lenient_enum(enum_class: type[E]) -> Callable[[Any], Any]:
-    """Validator turning a known wire string into the enum member, leaving unknown strings as-is."""
-
-    def convert(value: Any) -> Any:
-        if isinstance(value, str) and not isinstance(value, enum.Enum):
-            try:
-                return enum_class(value)
-            except ValueError:
-                return value
-        return value
-
-    return convert
-
-
-PlanStatus = Annotated[Union[ComputePlanStatus, str], BeforeValidator(_lenient_enum(ComputePlanStatus))]
-TaskStatus = Annotated[Union[ComputeTaskStatus, str], BeforeValidator(_lenient_enum(ComputeTaskStatus))]
-FnStatus = Annotated[Union[FunctionStatus, str], BeforeValidator(_lenient_enum(FunctionStatus))]
-ErrorType = Annotated[Union[TaskErrorType, str], BeforeValidator(_lenient_enum(TaskErrorType))]
-Kind = Annotated[Union[AssetKind, str], BeforeValidator(_lenient_enum(AssetKind))]
+# A status value unknown to this version stays a plain string: the enum is tried first, then str.
+# left_to_right keeps that in pydantic-core (no Python call per value when a page is parsed).
+_ENUM_FIRST = Field(union_mode="left_to_right")
+PlanStatus = Annotated[Union[ComputePlanStatus, str], _ENUM_FIRST]
+TaskStatus = Annotated[Union[ComputeTaskStatus, str], _ENUM_FIRST]
+FnStatus = Annotated[Union[FunctionStatus, str], _ENUM_FIRST]
+ErrorType = Annotated[Union[TaskErrorType, str], _ENUM_FIRST]
+Kind = Annotated[Union[AssetKind, str], _ENUM_FIRST]
 
 
 class _Model(pydantic.BaseModel):
-    """Base of response models: extra server fields are kept, never rejected."""
+    """Base of response models: extra server fields are kept, never rejected. Validators are built
+    on first use (``defer_build``), so importing the package stays fast."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True, protected_namespaces=())
+    model_config = ConfigDict(extra="allow", populate_by_name=True, protected_namespaces=(), defer_build=True)
 
     def __str__(self) -> str:
         return self.model_dump_json(indent=2)
@@ -216,11 +202,47 @@ class FunctionOutput(_Model):
     multiple: bool = False
 
 
-def _keyed_to_list(value: Any) -> Any:
-    """``{"model": {...}}`` -> ``[{"identifier": "model", ...}]`` (lists pass through)."""
+class _FunctionInputBody(_Model):
+    """A function input as the server sends it: the value of an object keyed by identifier."""
+
+    kind: Kind
+    optional: bool = False
+    multiple: bool = False
+
+
+class _FunctionOutputBody(_Model):
+    """A function output as the server sends it (keyed by identifier)."""
+
+    kind: Kind
+    multiple: bool = False
+
+
+def _inputs_as_list(value: Union[dict[str, _FunctionInputBody], list[FunctionInput]]) -> list[FunctionInput]:
+    """``{"model": {...}}`` (already validated) -> ``[FunctionInput(identifier="model", ...)]``."""
     if isinstance(value, dict):
-        return [{"identifier": ident, **(spec or {})} for ident, spec in value.items()]
+        return [FunctionInput.model_construct(identifier=ident, **dict(body)) for ident, body in value.items()]
     return value
+
+
+def _outputs_as_list(value: Union[dict[str, _FunctionOutputBody], list[FunctionOutput]]) -> list[FunctionOutput]:
+    """Same as :func:`_inputs_as_list` for outputs."""
+    if isinstance(value, dict):
+        return [FunctionOutput.model_construct(identifier=ident, **dict(body)) for ident, body in value.items()]
+    return value
+
+
+if TYPE_CHECKING:
+    FunctionInputs = list[FunctionInput]
+    FunctionOutputs = list[FunctionOutput]
+else:
+    # the server keys inputs/outputs by identifier, the SDK lists them: pydantic-core validates
+    # either shape, and a small after-validator only renames (no second validation pass)
+    FunctionInputs = Annotated[
+        Union[dict[str, _FunctionInputBody], list[FunctionInput]], _ENUM_FIRST, AfterValidator(_inputs_as_list)
+    ]
+    FunctionOutputs = Annotated[
+        Union[dict[str, _FunctionOutputBody], list[FunctionOutput]], _ENUM_FIRST, AfterValidator(_outputs_as_list)
+    ]
 
 
 class Function(_Model):
@@ -232,13 +254,11 @@ class Function(_Model):
     permissions: Permissions
     metadata: dict[str, str] = Field(default_factory=dict)
     creation_date: Optional[datetime] = None
-    inputs: list[FunctionInput] = Field(default_factory=list)
-    outputs: list[FunctionOutput] = Field(default_factory=list)
+    inputs: FunctionInputs = Field(default_factory=list)
+    outputs: FunctionOutputs = Field(default_factory=list)
     status: FnStatus = FunctionStatus.unknown
     description: File
     archive: File
-
-    _flatten = pydantic.field_validator("inputs", "outputs", mode="before")(_keyed_to_list)
 
 
 class InputRef(_Model):
