@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Optional, Union
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar, Union
 
 import pydantic
 from pydantic import AfterValidator, ConfigDict, Field
@@ -186,9 +186,9 @@ class Dataset(_Model):
 
 
 class FunctionInput(_Model):
-    """A function input, flattened from the server's keyed object."""
+    """A function input, flattened from the server's keyed object (``identifier`` is the key there)."""
 
-    identifier: str
+    identifier: str = ""
     kind: Kind
     optional: bool = False
     multiple: bool = False
@@ -197,37 +197,22 @@ class FunctionInput(_Model):
 class FunctionOutput(_Model):
     """A function output, flattened from the server's keyed object."""
 
-    identifier: str
+    identifier: str = ""
     kind: Kind
     multiple: bool = False
 
 
-class _FunctionInputBody(_Model):
-    """A function input as the server sends it: the value of an object keyed by identifier."""
-
-    kind: Kind
-    optional: bool = False
-    multiple: bool = False
+IO = TypeVar("IO", FunctionInput, FunctionOutput)
 
 
-class _FunctionOutputBody(_Model):
-    """A function output as the server sends it (keyed by identifier)."""
-
-    kind: Kind
-    multiple: bool = False
-
-
-def _inputs_as_list(value: Union[dict[str, _FunctionInputBody], list[FunctionInput]]) -> list[FunctionInput]:
-    """``{"model": {...}}`` (already validated) -> ``[FunctionInput(identifier="model", ...)]``."""
+def _keyed_as_list(value: Union[dict[str, IO], list[IO]]) -> list[IO]:
+    """``{"model": FunctionInput(...)}`` (validated by pydantic-core, identifier unset) ->
+    ``[FunctionInput(identifier="model", ...)]``: only the identifier is written, nothing is rebuilt."""
     if isinstance(value, dict):
-        return [FunctionInput.model_construct(identifier=ident, **dict(body)) for ident, body in value.items()]
-    return value
-
-
-def _outputs_as_list(value: Union[dict[str, _FunctionOutputBody], list[FunctionOutput]]) -> list[FunctionOutput]:
-    """Same as :func:`_inputs_as_list` for outputs."""
-    if isinstance(value, dict):
-        return [FunctionOutput.model_construct(identifier=ident, **dict(body)) for ident, body in value.items()]
+        for identifier, item in value.items():
+            item.__dict__["identifier"] = identifier
+            item.__pydantic_fields_set__.add("identifier")
+        return list(value.values())
     return value
 
 
@@ -238,10 +223,10 @@ else:
     # the server keys inputs/outputs by identifier, the SDK lists them: pydantic-core validates
     # either shape, and a small after-validator only renames (no second validation pass)
     FunctionInputs = Annotated[
-        Union[dict[str, _FunctionInputBody], list[FunctionInput]], _ENUM_FIRST, AfterValidator(_inputs_as_list)
+        Union[dict[str, FunctionInput], list[FunctionInput]], _ENUM_FIRST, AfterValidator(_keyed_as_list)
     ]
     FunctionOutputs = Annotated[
-        Union[dict[str, _FunctionOutputBody], list[FunctionOutput]], _ENUM_FIRST, AfterValidator(_outputs_as_list)
+        Union[dict[str, FunctionOutput], list[FunctionOutput]], _ENUM_FIRST, AfterValidator(_keyed_as_list)
     ]
 
 
