@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar, Union, cast
 
 import pydantic
 from pydantic import AfterValidator, ConfigDict, Field
@@ -370,11 +370,12 @@ class InputAsset(_Model):
     def _by_kind(cls, values: Any) -> Any:
         """Pick the asset model from ``kind`` instead of guessing from the shape."""
         if isinstance(values, dict) and isinstance(values.get("asset"), dict):
-            target = {
+            targets: dict[str, type[_Model]] = {
                 AssetKind.data_manager.value: Dataset,
                 AssetKind.data_sample.value: DataSample,
                 AssetKind.model.value: Model,
-            }.get(str(getattr(values.get("kind"), "value", values.get("kind"))))
+            }
+            target = targets.get(str(getattr(values.get("kind"), "value", values.get("kind"))))
             if target is not None:
                 values = {**values, "asset": target.model_validate(values["asset"])}
         return values
@@ -449,18 +450,18 @@ class Performances(_Model):
         perf = cls()
         status = getattr(plan.status, "value", plan.status)
         for item in results:
-            task = item.get("compute_task") or {}
+            task: dict[str, Any] = item.get("compute_task") or {}
             perf.compute_plan_key.append(plan.key)
             perf.compute_plan_tag.append(plan.tag)
             perf.compute_plan_status.append(status)
             perf.compute_plan_start_date.append(plan.start_date)
             perf.compute_plan_end_date.append(plan.end_date)
             perf.compute_plan_metadata.append(dict(plan.metadata))
-            perf.worker.append(task.get("worker"))
-            perf.task_key.append(task.get("key"))
+            perf.worker.append(cast(str, task.get("worker")))  # as the server sent it (None if missing)
+            perf.task_key.append(cast(str, task.get("key")))
             perf.task_rank.append(task.get("rank"))
             perf.round_idx.append(_int_or_none(task.get("round_idx")))
-            perf.identifier.append(item.get("identifier"))
+            perf.identifier.append(cast(str, item.get("identifier")))
             value = item.get("perf")
             perf.performance.append(float(value) if value is not None else None)
         return perf

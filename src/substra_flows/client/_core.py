@@ -236,7 +236,7 @@ class ClientCore:
     def organization_info(self) -> models.OrganizationInfo:
         """``GET /info/``: who and what this organization is."""
         parse = one_parser(self._models.OrganizationInfo, "GET /info/")
-        return self._transport.request_parsed("GET", self._transport.url("info"), parse)  # type: ignore[no-any-return]
+        return self._transport.request_parsed("GET", self._transport.url("info"), parse)
 
     def list_organization(self, *args: Any, **kwargs: Any) -> list[models.Organization]:
         """``GET /organization/`` (a plain list, not paginated)."""

@@ -40,7 +40,7 @@ def _adapter(shape: str, model: Any) -> pydantic.TypeAdapter[Any]:
         with _ADAPTERS_LOCK:
             found = _ADAPTERS.get((shape, model))
             if found is None:
-                target = _Page[model] if shape == "page" else list[model]  # type: ignore[valid-type]
+                target = _Page[model] if shape == "page" else list[model]
                 found = pydantic.TypeAdapter(target)
                 _ADAPTERS[(shape, model)] = found
     return found

@@ -228,7 +228,7 @@ class PlanMethods(ClientCore):
                 self._transport.url("task"),
                 params={"compute_plan_key": plan_key, "key": ",".join(chunk), "page_size": len(chunk)},
             )
-            found.update(item.get("key") for item in items if isinstance(item, dict))
+            found.update(item["key"] for item in items if isinstance(item, dict) and isinstance(item.get("key"), str))
         missing = [k for k in keys if k not in found]
         if missing:
             raise exc.AlreadyExists(

@@ -148,7 +148,7 @@ class Client(SubstraClient, substra.Client):
     # -- properties of the SDK's surface ----------------------------------------------------------
 
     @property
-    def backend_mode(self) -> sdk_schemas.BackendType:  # type: ignore[override]
+    def backend_mode(self) -> sdk_schemas.BackendType:
         """``BackendType.REMOTE``, the SDK's enum."""
         return sdk_schemas.BackendType.REMOTE
 
@@ -159,7 +159,7 @@ class Client(SubstraClient, substra.Client):
 
     # -- where the SDK's answers differ from the project's -----------------------------------------
 
-    def add_compute_plan(  # type: ignore[override]
+    def add_compute_plan(
         self, data: dict | Any, auto_batching: bool = True, batch_size: int = 500
     ) -> sdk_models.ComputePlan:
         """As the SDK: a plan key that is not a UUID raises ComputePlanKeyFormatError."""
@@ -171,9 +171,9 @@ class Client(SubstraClient, substra.Client):
                 raise exc.KeyFormatError.for_field(
                     "key", key, "the compute plan key must be a UUID, e.g. str(uuid.uuid4())"
                 ) from None
-        return super().add_compute_plan(data, auto_batching, batch_size)  # type: ignore[return-value]
+        return super().add_compute_plan(data, auto_batching, batch_size)
 
-    def get_performances(  # type: ignore[override]
+    def get_performances(
         self, key: str, *, wait_completion: bool = False
     ) -> sdk_models.Performances:
         """The SDK's ``Performances``, with its plan statuses as ``ComputePlanStatus`` members."""

@@ -58,7 +58,7 @@ def _sdk_bases(error_class: type[flows.SubstraError]) -> tuple[type[BaseExceptio
     (``TooManyRequests`` -> ``HTTPError``, ``AssetMaybeCreatedError`` -> ``RequestException``)."""
     for ancestor in error_class.__mro__:
         if ancestor in _SDK_TWINS:
-            return _SDK_TWINS[ancestor]  # type: ignore[index]
+            return _SDK_TWINS[ancestor]
     return (sdk.SDKException,)
 
 
@@ -90,9 +90,9 @@ def translate(error: flows.SubstraError) -> flows.SubstraError:
     copy.args = error.args
     # attributes the SDK's classes define and the project's do not
     if isinstance(copy, sdk._TaskAssetError) and not hasattr(copy, "message"):
-        copy.message = str(error)  # type: ignore[attr-defined]
+        copy.message = str(error)
     if isinstance(copy, sdk.InvalidResponse) and not hasattr(copy, "response"):
-        copy.response = None  # type: ignore[attr-defined]
+        copy.response = None
     copy.__cause__ = error.__cause__
     copy.__context__ = error.__context__
     copy.__suppress_context__ = error.__suppress_context__
