@@ -661,3 +661,27 @@ def test_token_is_used_verbatim(client, adapter, server):
     server.tasks[key] = task_body(key, k())
     client.get_task(key)
     assert adapter.calls[-1].headers["Authorization"] == f"Token {TOKEN}"
+
+
+def test_listing_pauses_the_cyclic_gc_only_while_parsing_and_restores_it(client, adapter):
+    import gc
+
+    plan = k()
+    seen: list[bool] = []
+    page = {"count": 1, "next": None, "results": [task_body(k(), plan)]}
+    adapter.route("GET", r"/task/", lambda c, m: (200, page, {}))
+    assert gc.isenabled()
+    assert len(client.list_task()) == 1
+    seen.append(gc.isenabled())
+    adapter.route("GET", r"/task/", lambda c, m: (200, {"count": 1, "next": None, "results": [{"key": 3}]}, {}))
+    with pytest.raises(exc.InvalidResponse):
+        client.list_task()
+    seen.append(gc.isenabled())
+    gc.disable()
+    try:
+        adapter.route("GET", r"/task/", lambda c, m: (200, {"count": 0, "next": None, "results": []}, {}))
+        client.list_task()
+        seen.append(gc.isenabled())
+    finally:
+        gc.enable()
+    assert seen == [True, True, False]  # back on after a parse and after a failed one; left off if it was off

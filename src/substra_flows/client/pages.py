@@ -7,8 +7,10 @@ is wrong (not JSON, not a page, which field of which item): the fast path is onl
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Generic, Optional, TypeVar
 
 import pydantic
@@ -46,15 +48,45 @@ def _adapter(shape: str, model: Any) -> pydantic.TypeAdapter[Any]:
     return found
 
 
+_GC_LOCK = threading.Lock()
+_gc_pausers = 0
+_gc_was_enabled = False
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a page is parsed.
+
+    Building thousands of models allocates enough objects to trigger collection after collection,
+    each walking every model built so far: on 10,000 tasks that is 4/5 of the parse time. Parsing
+    makes no reference cycles (memory is still freed by reference counting), so nothing is lost.
+    Counted, so that overlapping parses in several threads re-enable it once, and only if it was on.
+    """
+    global _gc_pausers, _gc_was_enabled
+    with _GC_LOCK:
+        if _gc_pausers == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pausers += 1
+    try:
+        yield
+    finally:
+        with _GC_LOCK:
+            _gc_pausers -= 1
+            if _gc_pausers == 0 and _gc_was_enabled:
+                gc.enable()
+
+
 def page_parser(model: type[ModelT], where: str) -> Callable[[RawBody], tuple[list[ModelT], Optional[str]]]:
     """Parser of one page of ``model`` items, giving ``(items, next link)``. A route that answers a
     plain JSON list (not paginated) is read as a single page."""
 
     def parse(body: RawBody) -> tuple[list[ModelT], Optional[str]]:
         try:
-            if body.content.lstrip()[:1] == b"[":
-                return _adapter("list", model).validate_json(body.content), None
-            page = _adapter("page", model).validate_json(body.content)
+            with _cyclic_gc_paused():
+                if body.content.lstrip()[:1] == b"[":
+                    return _adapter("list", model).validate_json(body.content), None
+                page = _adapter("page", model).validate_json(body.content)
             return page.results, page.next
         except pydantic.ValidationError:
             pass
