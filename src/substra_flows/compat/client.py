@@ -27,7 +27,7 @@ from substra.sdk import models as sdk_models
 from substra.sdk import schemas as sdk_schemas
 
 from substra_flows import exceptions as exc
-from substra_flows import models
+from substra_flows import models, waiting
 from substra_flows.client import SubstraClient
 from substra_flows.compat.exceptions import translate
 
@@ -184,27 +184,57 @@ class Client(SubstraClient, substra.Client):
         return sdk_models.Performances.model_construct(**columns)
 
     def wait_task(
-        self, key: str, *, timeout: float | None = None, polling_period: float = 2.0, raise_on_failure: bool = True
+        self,
+        key: str,
+        *,
+        timeout: float | None = None,
+        polling_period: float = 2.0,
+        raise_on_failure: bool = True,
+        not_found_grace: float = waiting.NOT_FOUND_GRACE,
     ) -> Any:
         """As ``substra.Client.wait_task``."""
         return super().wait_task(
-            key, timeout=_sdk_timeout(timeout), polling_period=polling_period, raise_on_failure=raise_on_failure
+            key,
+            timeout=_sdk_timeout(timeout),
+            polling_period=polling_period,
+            raise_on_failure=raise_on_failure,
+            not_found_grace=not_found_grace,
         )
 
     def wait_compute_plan(
-        self, key: str, *, timeout: float | None = None, polling_period: float = 2.0, raise_on_failure: bool = True
+        self,
+        key: str,
+        *,
+        timeout: float | None = None,
+        polling_period: float = 2.0,
+        raise_on_failure: bool = True,
+        not_found_grace: float = waiting.NOT_FOUND_GRACE,
     ) -> Any:
         """As ``substra.Client.wait_compute_plan``."""
         return super().wait_compute_plan(
-            key, timeout=_sdk_timeout(timeout), polling_period=polling_period, raise_on_failure=raise_on_failure
+            key,
+            timeout=_sdk_timeout(timeout),
+            polling_period=polling_period,
+            raise_on_failure=raise_on_failure,
+            not_found_grace=not_found_grace,
         )
 
     def wait_function(
-        self, key: str, *, timeout: float | None = None, polling_period: float = 1.0, raise_on_failure: bool = True
+        self,
+        key: str,
+        *,
+        timeout: float | None = None,
+        polling_period: float = 1.0,
+        raise_on_failure: bool = True,
+        not_found_grace: float = waiting.NOT_FOUND_GRACE,
     ) -> Any:
         """As ``substra.Client.wait_function``."""
         return super().wait_function(
-            key, timeout=_sdk_timeout(timeout), polling_period=polling_period, raise_on_failure=raise_on_failure
+            key,
+            timeout=_sdk_timeout(timeout),
+            polling_period=polling_period,
+            raise_on_failure=raise_on_failure,
+            not_found_grace=not_found_grace,
         )
 
     def download_dataset(self, key: str, destination_folder: str | os.PathLike[str]) -> pathlib.Path:
