@@ -26,7 +26,6 @@ This dataset was registered without a description file.
 """
 
 
-
 class DatasetMethods(ClientCore):
     """Datasets and data samples."""
 
@@ -160,7 +159,6 @@ class DatasetMethods(ClientCore):
     ) -> list[models.DataSample]:
         """List data samples (filters: key, owner, dataset_key)."""
         return self._list("data_sample", self._models.DataSample, filters, order_by, ascending, page_size)
-
 
 
 def zip_folder(folder: pathlib.Path, followlinks: bool = False, field: str = "path") -> io.BytesIO:

@@ -59,7 +59,6 @@ class FunctionMethods(ClientCore):
         return self._list("function", self._models.Function, filters, order_by, ascending, page_size)
 
 
-
 def _is_tarfile(path: pathlib.Path) -> bool:
     """tarfile.is_tarfile without raising on unreadable files."""
     try:
