@@ -34,7 +34,7 @@ DEFAULT_BACKOFF_MAX = 30.0
 DEFAULT_PAGE_SIZE = 1000
 DEFAULT_MAX_JSON_BYTES = 256 * 1024 * 1024
 DEFAULT_TOTAL_TIMEOUT = 600.0
-DEFAULT_MAX_DOWNLOAD_BYTES = 16 * 1024**3
+DEFAULT_MAX_DOWNLOAD_BYTES = 8 * 1024**3
 _SECRET_FIELDS = frozenset({"token", "password"})
 # keys the official SDK accepts in its file / environment that have no meaning here
 _IGNORED_KEYS = frozenset({"backend_type"})

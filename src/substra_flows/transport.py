@@ -23,12 +23,15 @@ the call is repeated once.
 from __future__ import annotations
 
 import email.utils
+import errno
 import json
 import logging
 import os
 import pathlib
 import random
 import re
+import secrets
+import shutil
 import tempfile
 import threading
 import time
@@ -57,6 +60,7 @@ _DOWNLOAD_CHUNK = 1024 * 1024
 _TAIL_LINE_CAP = 64 * 1024  # bytes kept of one log line in a failure message
 _MAX_PAGES = 100_000
 DEFAULT_TOTAL_TIMEOUT = 600.0
+DEFAULT_MAX_DOWNLOAD_BYTES = 8 * 1024**3
 
 _STATUS_TO_ERROR: dict[int, type[exc.HTTPError]] = {
     400: exc.InvalidRequest,
@@ -101,6 +105,7 @@ class Transport:
         retry_timeout: float = 300.0,
         max_json_bytes: int = 256 * 1024 * 1024,
         total_timeout: float | None = DEFAULT_TOTAL_TIMEOUT,
+        max_download_bytes: int | None = DEFAULT_MAX_DOWNLOAD_BYTES,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -117,6 +122,8 @@ class Transport:
         self.max_json_bytes = max_json_bytes
         #: seconds one exchange may last in all (connect + every read); None: only the socket timeouts
         self.total_timeout = total_timeout
+        #: largest file a download writes; None: no limit
+        self.max_download_bytes = max_download_bytes
         self.sleep = sleep
         own_session = session is None
         self.session = session or requests.Session()
@@ -304,22 +311,9 @@ class Transport:
         raise exc.InvalidResponse(f"more than {_MAX_PAGES} pages at {_path(url)}", url=_path(url))
 
     def download(self, url: str, destination: pathlib.Path) -> pathlib.Path:
-        """Stream a GET to ``destination`` atomically (a temp file renamed once complete)."""
+        """Stream a GET to ``destination``; the file appears only once complete (see :class:`PartialFile`)."""
         destination.parent.mkdir(parents=True, exist_ok=True)
-
-        def write(response: requests.Response) -> pathlib.Path:
-            fd, tmp = tempfile.mkstemp(prefix=".part-", dir=destination.parent)
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    for chunk in response.iter_content(_DOWNLOAD_CHUNK):
-                        out.write(chunk)
-                os.replace(tmp, destination)
-            except BaseException:
-                pathlib.Path(tmp).unlink(missing_ok=True)
-                raise
-            return destination
-
-        return self.call("GET", url, write)
+        return self.call("GET", url, lambda response: self._write_body(response, destination))
 
     def download_to_folder(self, url: str, folder: pathlib.Path, default_name: str) -> pathlib.Path:
         """Download into ``folder`` under the server's Content-Disposition name (sanitized),
@@ -329,18 +323,41 @@ class Transport:
             name = filename_from_disposition(response.headers.get("Content-Disposition")) or default_name
             target = safe_join(folder, name)
             folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".part-", dir=folder)
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    for chunk in response.iter_content(_DOWNLOAD_CHUNK):
-                        out.write(chunk)
-                os.replace(tmp, target)
-            except BaseException:
-                pathlib.Path(tmp).unlink(missing_ok=True)
-                raise
-            return target
+            return self._write_body(response, target)
 
         return self.call("GET", url, write)
+
+    def _write_body(self, response: requests.Response, target: pathlib.Path) -> pathlib.Path:
+        """Write the body to ``target``, at most ``max_download_bytes`` of it; nothing is left on failure."""
+        cap = self.max_download_bytes
+        where = f"{response.request.method} {_path(response.url)}"
+        declared = response.headers.get("Content-Length", "")
+        size = int(declared) if declared.isdigit() else None
+
+        def too_big(what: str) -> exc.InvalidResponse:
+            return exc.InvalidResponse(
+                f"{where}: {what} than max_download_bytes={cap}; nothing was written to {target.parent} "
+                "(raise the client's max_download_bytes to accept larger files)",
+                status_code=response.status_code,
+                method=response.request.method,
+                url=_path(response.url),
+            )
+
+        if cap is not None and size is not None and size > cap:
+            raise too_big(f"the server announces {size} bytes, more")
+        if size is not None:
+            free = shutil.disk_usage(target.parent).free
+            if size > free:
+                raise OSError(errno.ENOSPC, f"{where}: {size} bytes to download, {free} free in {target.parent}")
+        written = 0
+        with PartialFile(target) as out:
+            for chunk in response.iter_content(_DOWNLOAD_CHUNK):
+                written += len(chunk)
+                if cap is not None and written > cap:
+                    raise too_big("the body is larger")
+                out.write(chunk)
+            out.commit()
+        return target
 
     def tail_text(self, url: str, max_lines: int, max_line_bytes: int = _TAIL_LINE_CAP) -> str:
         """GET a text body and keep only its last ``max_lines`` lines (bounded memory).
@@ -542,6 +559,65 @@ class Transport:
             if len(buffer) > cap:
                 raise too_big
         return bytes(buffer)
+
+
+class PartialFile:
+    """A file that appears at ``target`` only once complete, and leaves nothing behind otherwise.
+
+    On Linux it is an unnamed ``O_TMPFILE`` inode in the target's folder, linked into place on
+    :meth:`commit`: not even a killed process leaves a partial file. Elsewhere (or on a file
+    system without ``O_TMPFILE``) it is a hidden ``.part-*`` file, removed on any exception.
+    """
+
+    def __init__(self, target: pathlib.Path) -> None:
+        self.target = target
+        self._named: str | None = None
+        self._committed = False
+        flag = getattr(os, "O_TMPFILE", None)
+        fd = -1
+        if flag is not None and os.path.isdir("/proc/self/fd"):
+            try:
+                fd = os.open(target.parent, flag | os.O_WRONLY, 0o600)
+            except OSError:
+                fd = -1
+        if fd < 0:
+            fd, self._named = tempfile.mkstemp(prefix=".part-", dir=target.parent)
+        self._file = os.fdopen(fd, "wb")
+
+    def write(self, chunk: bytes) -> None:
+        """Append ``chunk``."""
+        self._file.write(chunk)
+
+    def commit(self) -> None:
+        """Put the complete file at ``target`` (atomically replacing what was there)."""
+        self._file.flush()
+        if self._named is not None:
+            self._file.close()
+            os.replace(self._named, self.target)
+        else:
+            linked = self.target.parent / f".part-{secrets.token_hex(8)}"
+            # linkat(AT_SYMLINK_FOLLOW) on the /proc link names the unnamed inode; os.link only
+            # calls linkat (rather than link, which would not follow) when given a dir fd
+            proc = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.link(str(self._file.fileno()), linked, src_dir_fd=proc, follow_symlinks=True)
+            finally:
+                os.close(proc)
+            try:
+                os.replace(linked, self.target)
+            except BaseException:
+                linked.unlink(missing_ok=True)
+                raise
+            self._file.close()
+        self._committed = True
+
+    def __enter__(self) -> PartialFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._file.close()
+        if not self._committed and self._named is not None:
+            pathlib.Path(self._named).unlink(missing_ok=True)
 
 
 # -------------------------------------------------------------------------------------------

@@ -49,6 +49,8 @@ class ClientCore:
         backoff_max: float | None = None,
         page_size: int | None = None,
         max_json_bytes: int | None = None,
+        total_timeout: float | None = None,
+        max_download_bytes: int | None = None,
         session: requests.Session | None = None,
     ) -> None:
         if backend_type not in (None, "remote") and getattr(backend_type, "value", None) != "remote":
@@ -72,6 +74,8 @@ class ClientCore:
                 "backoff_max": backoff_max,
                 "page_size": page_size,
                 "max_json_bytes": max_json_bytes,
+                "total_timeout": total_timeout,
+                "max_download_bytes": max_download_bytes,
             },
         )
         if not settings.url:
@@ -94,6 +98,8 @@ class ClientCore:
             backoff_max=settings.backoff_max,
             retry_timeout=settings.retry_timeout,
             max_json_bytes=settings.max_json_bytes,
+            total_timeout=settings.total_timeout or None,
+            max_download_bytes=settings.max_download_bytes or None,
             session=session,
         )
         self._auth_lock = threading.Lock()
