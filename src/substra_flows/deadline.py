@@ -100,6 +100,13 @@ class Watch:
             self.fired = True
             _shutdown(self._sock)
 
+    def settle(self) -> bool:
+        """Stop the deadline from firing from now on; return whether it already had. A reader calls
+        it before committing a body, so that a body is either kept whole or reported cut, not both."""
+        with self._lock:
+            self.finished = True
+            return self.fired
+
     def finish(self) -> None:
         """The exchange is over; a late deadline does nothing. A shut connection is closed for good."""
         with self._lock:
@@ -194,6 +201,12 @@ def watching(until: float | None, reason: str) -> Iterator[Watch | None]:
     finally:
         _current_watch.reset(token)
         _WATCHDOG.disarm(watch)
+
+
+def settle_current() -> bool:
+    """:meth:`Watch.settle` of the exchange running in this context (False outside of one)."""
+    watch = _current_watch.get()
+    return watch.settle() if watch is not None else False
 
 
 # -- urllib3 pools that tell the current watch which connection an exchange uses ----------------

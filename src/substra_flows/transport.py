@@ -356,6 +356,8 @@ class Transport:
                 if cap is not None and written > cap:
                     raise too_big("the body is larger")
                 out.write(chunk)
+            if deadline.settle_current():  # cut by the total deadline: the end seen was not the file's
+                raise exc.Timeout(f"{where}: the download was cut by its deadline", method=response.request.method)
             out.commit()
         return target
 
@@ -493,7 +495,7 @@ class Transport:
                 raise
             finally:
                 response.close()
-            if watch is not None and watch.fired:  # a close-delimited body cut short reads as complete
+            if watch is not None and watch.settle():  # a close-delimited body cut short reads as complete
                 raise self._deadline_error(method, path, key, reason)
             return result
 
