@@ -7,7 +7,7 @@ receives their results. :func:`run_sync` performs the actions with blocking call
 deadline, the polling period, the terminal-state table and the error messages.
 
 Each I/O action carries a ``budget``: the seconds it may take so that the wait ends at most one
-polling period after its ``timeout``. A driver given ``within`` (a context manager factory, e.g.
+polling period (at least :data:`MIN_OVERRUN`) after its ``timeout``. A driver given ``within`` (a context manager factory, e.g.
 ``Transport.within``) bounds each action by it; an error raised by an action is thrown into the
 machine, which turns a timeout past the deadline into :class:`FutureTimeoutError`.
 """
@@ -26,6 +26,9 @@ from substra_flows.exceptions import FutureFailureError, FutureTimeoutError, Tim
 from substra_flows.models import ComputePlanStatus, ComputeTaskStatus, FunctionStatus
 
 LOG_TAIL_LINES = 40
+#: a status request may overrun the wait's timeout by one polling period, and at least this much
+#: (so that ``timeout=0, polling_period=0`` still makes its one check)
+MIN_OVERRUN = 1.0
 
 
 class WaitKind(str, enum.Enum):
@@ -161,7 +164,7 @@ def wait_machine(
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
     deadline = None if timeout is None else clock() + timeout
     # the latest moment a request may end: the deadline plus one polling period
-    hard_deadline = None if deadline is None else deadline + polling_period
+    hard_deadline = None if deadline is None else deadline + max(polling_period, MIN_OVERRUN)
     asset: Any = None
     while True:
         budget = None if hard_deadline is None else max(0.0, hard_deadline - clock())

@@ -39,6 +39,7 @@ paginated; unknown filters are ignored; plan lists default to 10 items a page.
 """
 
 from .faults import FAULT_KINDS, FaultConfig
+from .limits import NodeLimits
 from .node import LocalNode, NodeOrganization
 
-__all__ = ["FAULT_KINDS", "FaultConfig", "LocalNode", "NodeOrganization"]
+__all__ = ["FAULT_KINDS", "FaultConfig", "LocalNode", "NodeLimits", "NodeOrganization"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import ipaddress
 import logging
 import secrets
 import shutil
@@ -18,6 +19,7 @@ from typing import Any
 from .api import NodeApi, OrganizationContext
 from .executor import Executor, ExecutorError
 from .faults import FaultConfig, FaultInjector
+from .limits import NodeLimits, guarded_protocol, harden
 from .store import (
     PLAN_CANCELED,
     PLAN_FAILED,
@@ -43,6 +45,8 @@ class NodeOrganization:
     username: str
     password: str
     token: str
+    #: the only folder under which this organization may register server-path data samples
+    servermedias_root: Path | None = None
 
     def __repr__(self) -> str:
         return (
@@ -284,6 +288,16 @@ class Scheduler:
         store.refresh_plan(plan)
 
 
+def is_loopback(host: str) -> bool:
+    """True when ``host`` only reaches this machine (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _free_socket(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -314,6 +328,7 @@ class LocalNode:
         log_level: str = "warning",
         run_tasks: bool = True,
         faults: FaultConfig | None = None,
+        limits: NodeLimits | None = None,
     ) -> None:
         if organizations < 1:
             raise ValueError(f"organizations must be >= 1, got {organizations!r}")
@@ -326,6 +341,8 @@ class LocalNode:
         self._log_level = log_level
         self._run_tasks = run_tasks
         self._faults = faults
+        #: the HTTP edge's limits (body sizes, sample archives, slow connections; see limits.py)
+        self.limits = limits or NodeLimits()
         self.fault_injector: FaultInjector | None = None
         self.organizations: list[NodeOrganization] = []
         self.store = Store()
@@ -348,7 +365,8 @@ class LocalNode:
 
     @property
     def servermedias_root(self) -> Path:
-        """Folder under which data samples may be registered by server path (``local=False``)."""
+        """Root of the server media folders: organization ``org-N`` registers server-path data
+        samples (``local=False``) under ``<root>/org-N/`` only (``organizations[i].servermedias_root``)."""
         assert self.api is not None, "the node is not started"
         return self.api.servermedias_root
 
@@ -383,10 +401,17 @@ class LocalNode:
             media_root,
             on_tasks_ready=self._scheduler.poke if self._run_tasks else (lambda: None),
             token_lifetime=self._token_lifetime,
+            limits=self.limits,
         )
         sock = _free_socket(self._host, self._port)
         self._port = sock.getsockname()[1]
-        self.fault_injector = FaultInjector(self.api.build_app(), expire_token=self._expire_token)
+        if not is_loopback(self._host):
+            logger.warning(
+                "the local node listens on %s, beyond loopback: anyone who can reach this address gets every "
+                "organization's API (its data, and the tokens printed at start); it is meant for 127.0.0.1",
+                self._host,
+            )
+        self.fault_injector = FaultInjector(harden(self.api.build_app(), self.limits), expire_token=self._expire_token)
         self.fault_injector.configure(self._faults)
         config = uvicorn.Config(
             self.fault_injector,
@@ -394,6 +419,7 @@ class LocalNode:
             access_log=False,
             lifespan="off",
             timeout_keep_alive=30,
+            http=guarded_protocol(self.limits),
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
@@ -417,6 +443,7 @@ class LocalNode:
                     username=context.username,
                     password=context.password,
                     token=token.token,
+                    servermedias_root=self.api.servermedias.folder(context.name),
                 )
             )
         return self
