@@ -7,9 +7,10 @@ receives their results. :func:`run_sync` performs the actions with blocking call
 deadline, the polling period, the terminal-state table and the error messages.
 
 Each I/O action carries a ``budget``: the seconds it may take so that the wait ends at most one
-polling period (at least :data:`MIN_OVERRUN`) after its ``timeout``. A driver given ``within`` (a context manager factory, e.g.
-``Transport.within``) bounds each action by it; an error raised by an action is thrown into the
-machine, which turns a timeout past the deadline into :class:`FutureTimeoutError`.
+polling period (at least :data:`MIN_OVERRUN`) after its ``timeout``. A driver given ``within`` (a
+context manager factory, e.g. ``Transport.within``) bounds each action by it; an error raised by
+an action is thrown into the machine, which turns a timeout past the deadline into
+:class:`FutureTimeoutError`.
 """
 
 from __future__ import annotations

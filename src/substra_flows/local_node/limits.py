@@ -253,8 +253,12 @@ class EdgeMiddleware:
 
     @staticmethod
     async def _answer(send: Send, rejected: RequestRejected) -> None:
-        # the body may not have been read: close the connection rather than reading it to reuse it
-        await _send_response(send, json_error(rejected.status, rejected.body, {"Connection": "close"}))
+        # The connection stays open: uvicorn reads and drops the rest of the body (a client still
+        # sending it then reads this answer). Closing with unread data would reset the connection,
+        # and the client could lose the answer. A body that never ends meets header_timeout.
+        # A body that stopped arriving (408) leaves the connection in an unknown state: it is closed.
+        headers = {"Connection": "close"} if rejected.status == 408 else None
+        await _send_response(send, json_error(rejected.status, rejected.body, headers))
 
 
 class _ClientNotReading(Exception):
