@@ -145,8 +145,8 @@ def json_chunked(node: Node, size: int) -> requests.Response:
 def upload(node: Node, size: int) -> requests.Response:
     boundary = uuid.uuid4().hex
     head = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"json\"\r\n\r\n{{\"data_manager_keys\": []}}\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"s\"; filename=\"s.bin\"\r\n\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="json"\r\n\r\n{{"data_manager_keys": []}}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="s"; filename="s.bin"\r\n\r\n'
     ).encode()
 
     def parts() -> Iterator[bytes]:
