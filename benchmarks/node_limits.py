@@ -11,8 +11,9 @@ hostile request, the answer, the node's peak RSS growth over its idle RSS, and t
 - JSON body of ``--gib`` GiB announced by Content-Length (refused before reading), and the same
   sent chunked without a length (read up to ``max_json_bytes``, then refused);
 - multipart upload of ``--gib`` GiB + 1 MiB (read up to ``max_body_bytes``, then refused);
-- zip bomb: a few MiB of zip expanding to ``--bomb-gib`` GiB (extraction stops at
-  ``max_sample_bytes``);
+- zip bomb: a few MiB of zip announcing ``--bomb-gib`` GiB (refused from its central directory);
+- tar.gz bomb: three members of ``--bomb-gib`` / 3 GiB each, every one under ``max_sample_bytes``,
+  their sum over it (extraction counts the bytes written and stops at the limit);
 - JSON nested 1,000,000 levels deep (16 MB);
 - ``--slow`` connections that open and send half a request head, then a legitimate client.
 
@@ -28,6 +29,7 @@ import os
 import socket
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import uuid
@@ -167,6 +169,33 @@ def zip_bomb(size: int) -> bytes:
     return buffer.getvalue()
 
 
+def tar_bomb(members: int, size: int) -> bytes:
+    """A tar.gz of ``members`` files of ``size`` zeros each: every member is under the limit, their sum is not."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=9) as bundle:
+        for i in range(members):
+            info = tarfile.TarInfo(f"zeros-{i}.csv")
+            info.size = size
+            bundle.addfile(info, Zeros(size))
+    return buffer.getvalue()
+
+
+class Zeros(io.RawIOBase):
+    """``size`` zero bytes, read without holding them."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = min(len(buffer), self.left)
+        buffer[:count] = b"\0" * count
+        self.left -= count
+        return count
+
+
 def bomb(node: Node, archive: bytes) -> requests.Response:
     files = {"data_opener": ("opener.py", b"#"), "description": ("d.md", b"#")}
     dataset = requests.post(
@@ -231,11 +260,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     size = int(args.gib * GiB)
     archive = zip_bomb(int(args.bomb_gib * GiB))
+    third = int(args.bomb_gib * GiB / 3)
+    tarball = tar_bomb(3, third)
     scenarios: list[tuple[str, Callable[[Node], requests.Response]]] = [
         (f"JSON body, {args.gib:g} GiB announced", lambda n: json_announced(n, size)),
         (f"JSON body, {args.gib:g} GiB chunked", lambda n: json_chunked(n, size)),
         (f"upload, {args.gib:g} GiB + 1 MiB", lambda n: upload(n, size + MiB)),
         (f"zip bomb, {len(archive) / MiB:.1f} MiB -> {args.bomb_gib:g} GiB", lambda n: bomb(n, archive)),
+        (
+            f"tar.gz bomb, {len(tarball) / MiB:.1f} MiB -> 3 x {third / GiB:.2f} GiB",
+            lambda n: bomb(n, tarball),
+        ),
         ("JSON nested 1,000,000 deep", deep),
         (f"{args.slow} slow connections, then a client", lambda n: slow_connections(n, args.slow)),
     ]

@@ -91,6 +91,27 @@ def dataset_key(org: NodeOrganization) -> str:
 
 
 @pytest.fixture(scope="module")
+def function_key(org: NodeOrganization) -> str:
+    """A function with one optional model input and one model output (never run: run_tasks=False)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        bundle.writestr("Dockerfile", "FROM python:3.11\n")
+        bundle.writestr("function.py", "print('never run')\n")
+    spec = {
+        "name": "limits function",
+        "inputs": {"model": {"kind": "ASSET_MODEL", "optional": True, "multiple": False}},
+        "outputs": {"model": {"kind": "ASSET_MODEL", "multiple": False}},
+        "permissions": {"public": True, "authorized_ids": []},
+    }
+    files = {"file": ("function.zip", buffer.getvalue()), "description": ("description.md", b"# f\n")}
+    answer = requests.post(
+        f"{org.url}/function/", files=files, data={"json": json.dumps(spec)}, headers=_headers(org), timeout=10
+    )
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["key"])
+
+
+@pytest.fixture(scope="module")
 def plan_key(org: NodeOrganization) -> str:
     body = {"key": str(uuid.uuid4()), "name": "limits plan"}
     answer = requests.post(f"{org.url}/compute_plan/", json=body, headers=_headers(org), timeout=10)
@@ -179,15 +200,20 @@ def _task(function_key: str, plan: str, org: NodeOrganization, **fields: Any) ->
     return task
 
 
-def _malformed(org: NodeOrganization, node: LocalNode, dataset: str, plan: str) -> dict[str, dict[str, Any]]:
-    """name -> requests.request keywords; each used to answer 500 with a traceback."""
+def _malformed(org: NodeOrganization, dataset: str, plan: str, fn: str) -> dict[str, dict[str, Any]]:
+    """name -> requests.request keywords. Each reaches the code it used to crash (500, traceback),
+    or answered a non-JSON 4xx (the last two)."""
     json_type = {**_headers(org), "Content-Type": "application/json"}
     own = str(org.servermedias_root)
-    fn = str(uuid.uuid4())
     bulk = f"{org.url}/task/bulk_create/"
 
     def sample(archive: bytes) -> dict[str, Any]:
-        return {"method": "POST", "url": f"{org.url}/data_sample/", "files": {"s": ("s", archive)}}
+        return {
+            "method": "POST",
+            "url": f"{org.url}/data_sample/",
+            "files": {"s": ("s", archive)},
+            "data": {"json": json.dumps({"data_manager_keys": [dataset]})},
+        }
 
     return {
         "deep JSON body": {"method": "POST", "url": f"{org.url}/compute_plan/", "data": DEEP, "headers": json_type},
@@ -298,8 +324,8 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize("case", MALFORMED)
-def test_malformed_input_is_a_4xx_with_a_json_body(node, org, dataset_key, plan_key, node_logs, case):
-    request = _malformed(org, node, dataset_key, plan_key)[case]
+def test_malformed_input_is_a_4xx_with_a_json_body(node, org, dataset_key, plan_key, function_key, node_logs, case):
+    request = _malformed(org, dataset_key, plan_key, function_key)[case]
     request.setdefault("headers", _headers(org))
     answer = requests.request(timeout=30, **request)
     assert 400 <= answer.status_code < 500, (answer.status_code, answer.text[:300])

@@ -27,6 +27,14 @@ Deliberate differences from a real substra-backend 1.0 deployment (substra-rest-
 - Login is not throttled, implicit login cannot be disabled, OIDC and JWT are not offered.
 - No organization-to-organization proxying: every organization reads files from the shared store,
   after the same permission checks.
+- Server-path data samples: organization ``org-N`` registers folders under its own
+  ``<servermedias root>/org-N/`` only (``node.organizations[i].servermedias_root``); a folder holding
+  a symbolic link or a special file is refused (400). A real deployment mounts one servermedias
+  volume per organization.
+- The HTTP edge has limits (``NodeLimits``: body sizes, JSON depth, sample archive size and file
+  count, request-head and body deadlines, a connection cap; see ``limits.py``), answered 413 / 408 /
+  400 with a JSON body. Malformed input (NUL bytes, lone surrogates, wrong types where keys are
+  expected, device files in archives...) gets a 400 JSON where the real server may answer 500.
 - Orchestrator error texts (``OE0003`` ...) are modelled on the one documented format
   (``OE0006: ... already exists``); their exact wording is not known.
 - A task without a dataset gets ``logs_permission`` = its worker and the plan owner.

@@ -22,6 +22,18 @@ from .limits import NodeLimits, RequestRejected
 _CHUNK = 1024 * 1024
 
 
+def _decompression_errors() -> tuple[type[Exception], ...]:
+    """What a corrupt compressed stream raises (zlib always; lzma when Python was built with it)."""
+    try:
+        import lzma
+    except ImportError:  # pragma: no cover - Python built without liblzma
+        return (zlib.error,)
+    return (zlib.error, lzma.LZMAError)
+
+
+_CORRUPT = _decompression_errors()
+
+
 class _Budget:
     """Bytes and entries left to extract."""
 
@@ -102,7 +114,15 @@ def _extract_zip(archive: IO[bytes], target: Path, budget: _Budget) -> None:
                     continue
                 with bundle.open(info) as source:
                     _copy(source, destination, budget)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError, RuntimeError) as error:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        EOFError,
+        OSError,
+        NotImplementedError,
+        RuntimeError,
+        *_CORRUPT,
+    ) as error:
         # RuntimeError: zipfile's "encrypted, password required"; NotImplementedError: unknown compression
         raise RequestRejected(400, f"The zip archive is corrupt or unsupported: {error}") from None
 
@@ -129,7 +149,7 @@ def _extract_tar(archive: IO[bytes], target: Path, budget: _Budget) -> None:
                 assert source is not None
                 with source:
                     _copy(source, destination, budget)
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
+    except (tarfile.TarError, EOFError, OSError, *_CORRUPT) as error:
         if seen == 0 and isinstance(error, tarfile.ReadError):
             raise RequestRejected(400, "Archive must be zip or tar.*") from None
         raise RequestRejected(400, f"The tar archive is corrupt or truncated: {error}") from None
