@@ -48,11 +48,13 @@ def _serve_one(conn: socket.socket, mode: str) -> None:
             request += data
         path = request.split(b" ", 2)[1].decode()
         with suppress(OSError):
-            if mode == "endless":
+            if mode.startswith("endless"):  # "endless": loopback speed; "endless_paced": about 3 MB/s
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n")
                 block = b"\0" * 65536
                 while True:
                     conn.sendall(block)
+                    if mode == "endless_paced":
+                        time.sleep(0.02)
             head, trickled = _answer(mode, path)
             conn.sendall(head)
             stop = time.monotonic() + TRICKLE_FOR

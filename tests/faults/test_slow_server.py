@@ -74,7 +74,7 @@ def test_an_endless_download_stops_at_max_download_bytes_and_leaves_nothing(tmp_
 
 
 def test_an_endless_download_cut_by_total_timeout_leaves_nothing(tmp_path: Path) -> None:
-    with slow_server("endless") as url, _client(url, total_timeout=1.0, max_download_bytes=0) as client:
+    with slow_server("endless_paced") as url, _client(url, total_timeout=1.0, max_download_bytes=0) as client:
         with pytest.raises(exc.Timeout):
             client.download_model(str(uuid.uuid4()), tmp_path)
     assert list(tmp_path.iterdir()) == []
@@ -93,14 +93,27 @@ client.download_model("6e1f1a5c-45d3-4a47-9d8e-0b1c9d2e7f10", sys.argv[2])
 def test_a_download_killed_mid_file_leaves_no_partial_file(tmp_path: Path) -> None:
     target = tmp_path / "models"
     target.mkdir()
-    with slow_server("endless") as url:
+    with slow_server("endless_paced") as url:
         child = subprocess.Popen(
             [sys.executable, "-c", _KILLED_DOWNLOADER, url, str(target)], stdout=subprocess.PIPE, text=True
         )
         try:
             assert child.stdout is not None and child.stdout.readline().strip() == "downloading"
             time.sleep(1.5)  # megabytes are on disk by now
+            assert _writing_into(child.pid, target), "the download had not started: the test proves nothing"
             child.send_signal(signal.SIGKILL)
         finally:
             child.wait(timeout=30)
     assert list(target.iterdir()) == []
+
+
+def _writing_into(pid: int, folder: Path) -> bool:
+    """Whether process ``pid`` holds a file open in ``folder`` (an unnamed one shows as ``#ino (deleted)``)."""
+    fds = Path(f"/proc/{pid}/fd")
+    links = []
+    for fd in fds.iterdir():
+        try:
+            links.append(os.readlink(fd))
+        except OSError:
+            continue
+    return any(link.startswith(str(folder)) for link in links)
