@@ -154,7 +154,11 @@ class ClientCore:
     # -- auth -----------------------------------------------------------------------------
 
     def login(self, username: str, password: str) -> str:
-        """Get a token with username/password (``POST /api-token-auth/``, never retried)."""
+        """Get a token with username/password (``POST /api-token-auth/``).
+
+        Retried only when the server did not act on it: a connection that never reached it, or 429
+        (login is throttled to 40 a minute per IP on a real deployment), after its Retry-After.
+        """
         exc.register_secret(password)
         url = self._transport.url("api-token-auth")
         try:
@@ -162,7 +166,7 @@ class ClientCore:
                 "POST",
                 url,
                 data={"username": username, "password": password},
-                safety=Safety.NEVER,
+                safety=Safety.CONNECT_ONLY,
                 authenticated=False,
                 relogin=False,
             )

@@ -29,9 +29,17 @@ class DownloadMethods(ResultMethods, DatasetMethods):
         return self._download(function.archive.storage_address, destination_folder, "function.tar.gz")
 
     def download_model(self, key: str, destination_folder: str | os.PathLike[str]) -> pathlib.Path:
-        """Save a model as ``model_<key>`` in the folder."""
+        """Save a model as ``model_<key>`` in the folder.
+
+        A download by an end user is an export: a deployment whose channel leaves
+        ``model_export_enabled`` off (the official Helm chart's default) refuses it with 403, raised
+        here as :class:`~substra_flows.exceptions.ModelExportDisabled`.
+        """
         key = check_key(key, "key")
-        return self._download(self._transport.url("model", key, "file"), destination_folder, f"model_{key}")
+        try:
+            return self._download(self._transport.url("model", key, "file"), destination_folder, f"model_{key}")
+        except exc.AuthorizationError as error:
+            raise self._export_refusal(key, error) from None
 
     def download_model_from_task(self, task_key: str, identifier: str, folder: str | os.PathLike[str]) -> pathlib.Path:
         """Save the model a task produced under ``identifier``."""
@@ -41,6 +49,25 @@ class DownloadMethods(ResultMethods, DatasetMethods):
                 "identifier", identifier, f"output of task {task_key} is a {output.kind}, not a model"
             )
         return self.download_model(output.asset.key, folder)
+
+    def _export_refusal(self, key: str, error: exc.AuthorizationError) -> exc.AuthorizationError:
+        """The 403 of a model download, named after the channel setting when that is the cause."""
+        try:
+            enabled = self.organization_info().config.model_export_enabled
+        except exc.SubstraError:
+            enabled = None
+        if enabled is not False and "model_export_enabled" not in str(error.detail or ""):
+            return error
+        return exc.ModelExportDisabled(
+            f"model {key} cannot be downloaded: model export is disabled on this organization's channel "
+            "(the channel setting model_export_enabled is false; the Helm chart's default). Ask the "
+            f"deployment's administrators to enable it, or keep the model inside Substra. Server said: {error.detail}",
+            status_code=error.status_code,
+            key=key,
+            method=error.method,
+            url=error.url,
+            detail=error.detail,
+        )
 
     def download_logs(self, task_key: str, folder: str | os.PathLike[str]) -> str:
         """Save a failed task's logs as ``task_logs_<key>.txt``; return the file path."""

@@ -204,7 +204,11 @@ class PlanMethods(ClientCore):
         url = self._transport.url("task", "bulk_create")
         added: list[str] = []
         existing: list[str] = []
-        for n, batch in enumerate(batches, start=1):
+        pending = list(batches)
+        n = 0
+        while pending:
+            batch = pending.pop(0)
+            n += 1
             wire = [{**t.to_wire(), "compute_plan_key": plan_key} for t in batch]
             keys = [t["key"] for t in wire]
             try:
@@ -216,6 +220,17 @@ class PlanMethods(ClientCore):
                 self._confirm_batch(plan_key, keys, error)
                 existing.extend(keys)
                 logger.info("compute plan %s: batch %d (%d tasks) was already created", plan_key, n, len(batch))
+            except exc.HTTPError as error:
+                if error.status_code != 413:
+                    raise
+                # over the orchestrator's message limit (4 MiB): send the two halves, parents first
+                if len(batch) == 1:
+                    error.msg = f"{error.msg} (task {keys[0]} alone is over the server's request size limit)"
+                    error.args = (error.msg,)
+                    raise
+                half = len(batch) // 2
+                pending[:0] = [batch[:half], batch[half:]]
+                logger.info("compute plan %s: batch of %d tasks too large (413); splitting it", plan_key, len(batch))
         return added, existing
 
     def _confirm_batch(self, plan_key: str, keys: list[str], error: exc.AlreadyExists) -> None:

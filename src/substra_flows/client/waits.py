@@ -23,40 +23,89 @@ class WaitMethods(PlanMethods, FunctionMethods):
     # -- waiting -----------------------------------------------------------------------------------
 
     def wait_task(
-        self, key: str, *, timeout: float | None = None, polling_period: float = 2.0, raise_on_failure: bool = True
+        self,
+        key: str,
+        *,
+        timeout: float | None = None,
+        polling_period: float = 2.0,
+        raise_on_failure: bool = True,
+        not_found_grace: float = waiting.NOT_FOUND_GRACE,
     ) -> models.Task:
-        """Block until the task is done, canceled, or failed (with its failure report)."""
-        return self._wait(waiting.WaitKind.task, key, timeout, polling_period, raise_on_failure)
+        """Block until the task is done, canceled, or failed (with its failure report).
+
+        Also ends when the task can never run (its plan was cancelled or failed while it waited for
+        its parents); a 404 is polled again for ``not_found_grace`` seconds (replication lag between
+        organizations: pass 0 for a key that must already exist here).
+        """
+        return self._wait(waiting.WaitKind.task, key, timeout, polling_period, raise_on_failure, not_found_grace)
 
     def wait_compute_plan(
-        self, key: str, *, timeout: float | None = None, polling_period: float = 2.0, raise_on_failure: bool = True
+        self,
+        key: str,
+        *,
+        timeout: float | None = None,
+        polling_period: float = 2.0,
+        raise_on_failure: bool = True,
+        not_found_grace: float = waiting.NOT_FOUND_GRACE,
     ) -> models.ComputePlan:
         """Block until the plan is done, failed or canceled."""
-        return self._wait(waiting.WaitKind.compute_plan, key, timeout, polling_period, raise_on_failure)
+        return self._wait(
+            waiting.WaitKind.compute_plan, key, timeout, polling_period, raise_on_failure, not_found_grace
+        )
 
     def wait_function(
-        self, key: str, *, timeout: float | None = None, polling_period: float = 1.0, raise_on_failure: bool = True
+        self,
+        key: str,
+        *,
+        timeout: float | None = None,
+        polling_period: float = 1.0,
+        raise_on_failure: bool = True,
+        not_found_grace: float = waiting.NOT_FOUND_GRACE,
     ) -> models.Function:
         """Block until the function is built (ready), failed or canceled."""
-        return self._wait(waiting.WaitKind.function, key, timeout, polling_period, raise_on_failure)
+        return self._wait(waiting.WaitKind.function, key, timeout, polling_period, raise_on_failure, not_found_grace)
 
     async def async_wait_task(
-        self, key: str, *, timeout: float | None = None, polling_period: float = 2.0, raise_on_failure: bool = True
+        self,
+        key: str,
+        *,
+        timeout: float | None = None,
+        polling_period: float = 2.0,
+        raise_on_failure: bool = True,
+        not_found_grace: float = waiting.NOT_FOUND_GRACE,
     ) -> models.Task:
         """Awaitable :meth:`wait_task` (HTTP in a worker thread, sleeps on the loop)."""
-        return await self._async_wait(waiting.WaitKind.task, key, timeout, polling_period, raise_on_failure)
+        return await self._async_wait(
+            waiting.WaitKind.task, key, timeout, polling_period, raise_on_failure, not_found_grace
+        )
 
     async def async_wait_compute_plan(
-        self, key: str, *, timeout: float | None = None, polling_period: float = 2.0, raise_on_failure: bool = True
+        self,
+        key: str,
+        *,
+        timeout: float | None = None,
+        polling_period: float = 2.0,
+        raise_on_failure: bool = True,
+        not_found_grace: float = waiting.NOT_FOUND_GRACE,
     ) -> models.ComputePlan:
         """Awaitable :meth:`wait_compute_plan`."""
-        return await self._async_wait(waiting.WaitKind.compute_plan, key, timeout, polling_period, raise_on_failure)
+        return await self._async_wait(
+            waiting.WaitKind.compute_plan, key, timeout, polling_period, raise_on_failure, not_found_grace
+        )
 
     async def async_wait_function(
-        self, key: str, *, timeout: float | None = None, polling_period: float = 1.0, raise_on_failure: bool = True
+        self,
+        key: str,
+        *,
+        timeout: float | None = None,
+        polling_period: float = 1.0,
+        raise_on_failure: bool = True,
+        not_found_grace: float = waiting.NOT_FOUND_GRACE,
     ) -> models.Function:
         """Awaitable :meth:`wait_function`."""
-        return await self._async_wait(waiting.WaitKind.function, key, timeout, polling_period, raise_on_failure)
+        return await self._async_wait(
+            waiting.WaitKind.function, key, timeout, polling_period, raise_on_failure, not_found_grace
+        )
 
     async def async_get_task(self, key: str) -> models.Task:
         """Awaitable :meth:`get_task`."""
@@ -75,13 +124,16 @@ class WaitMethods(PlanMethods, FunctionMethods):
         await asyncio.to_thread(self.cancel_compute_plan, key)
 
     def _fetch(self, kind: waiting.WaitKind, key: str) -> Any:
-        """Getter for a wait target."""
+        """Getter for a wait target; a 404 comes back as ``NotVisible`` (the machine decides)."""
         getters = {
             waiting.WaitKind.task: self.get_task,
             waiting.WaitKind.compute_plan: self.get_compute_plan,
             waiting.WaitKind.function: self.get_function,
         }
-        return getters[kind](key)
+        try:
+            return getters[kind](key)
+        except exc.NotFound as error:
+            return waiting.NotVisible(error)
 
     def log_tail(self, task_key: str, max_lines: int = LOG_TAIL_LINES) -> str | None:
         """Last lines of a task's logs, or None when unavailable (403, 404, 410 or any error)."""
@@ -97,7 +149,13 @@ class WaitMethods(PlanMethods, FunctionMethods):
         return None
 
     def _machine(
-        self, kind: waiting.WaitKind, key: str, timeout: float | None, polling_period: float, raise_on_failure: bool
+        self,
+        kind: waiting.WaitKind,
+        key: str,
+        timeout: float | None,
+        polling_period: float,
+        raise_on_failure: bool,
+        not_found_grace: float,
     ) -> waiting.WaitMachine:
         """The shared wait state machine for ``key``."""
         key = check_key(key, "key")
@@ -108,22 +166,35 @@ class WaitMethods(PlanMethods, FunctionMethods):
             polling_period=polling_period,
             raise_on_failure=raise_on_failure,
             clock=self._clock,
+            not_found_grace=not_found_grace,
         )
 
     def _wait(
-        self, kind: waiting.WaitKind, key: str, timeout: float | None, polling_period: float, raise_on_failure: bool
+        self,
+        kind: waiting.WaitKind,
+        key: str,
+        timeout: float | None,
+        polling_period: float,
+        raise_on_failure: bool,
+        not_found_grace: float = waiting.NOT_FOUND_GRACE,
     ) -> Any:
         """Sync driver of the wait machine."""
-        machine = self._machine(kind, key, timeout, polling_period, raise_on_failure)
+        machine = self._machine(kind, key, timeout, polling_period, raise_on_failure, not_found_grace)
         return waiting.run_sync(
             machine, fetch=self._fetch, fetch_logs=self.log_tail, sleep=self._sleep, within=self._transport.within
         )
 
     async def _async_wait(
-        self, kind: waiting.WaitKind, key: str, timeout: float | None, polling_period: float, raise_on_failure: bool
+        self,
+        kind: waiting.WaitKind,
+        key: str,
+        timeout: float | None,
+        polling_period: float,
+        raise_on_failure: bool,
+        not_found_grace: float = waiting.NOT_FOUND_GRACE,
     ) -> Any:
         """Async driver of the wait machine: HTTP in threads, sleeps on the event loop."""
-        machine = self._machine(kind, key, timeout, polling_period, raise_on_failure)
+        machine = self._machine(kind, key, timeout, polling_period, raise_on_failure, not_found_grace)
 
         async def fetch(k: waiting.WaitKind, asset_key: str) -> Any:
             return await asyncio.to_thread(self._fetch, k, asset_key)

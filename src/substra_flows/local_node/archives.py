@@ -9,6 +9,7 @@ left behind on a refusal.
 
 from __future__ import annotations
 
+import io
 import shutil
 import stat
 import tarfile
@@ -65,18 +66,31 @@ def extract_sample(archive: IO[bytes], target: Path, limits: NodeLimits) -> None
     """Extract ``archive`` into the new folder ``target``; on any refusal, ``target`` is removed."""
     target.mkdir(parents=True)
     try:
-        archive.seek(0)
-        if zipfile.is_zipfile(archive):
-            archive.seek(0)
-            _extract_zip(archive, target, _Budget(limits))
-        else:
-            archive.seek(0)
-            _extract_tar(archive, target, _Budget(limits))
-        if not any(p.is_file() for p in target.rglob("*")):
-            raise RequestRejected(400, "The archive contains no file")
+        _extract_into(archive, target, limits)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise
+
+
+def extract_function_archive(data: bytes, target: Path, limits: NodeLimits | None = None) -> None:
+    """Extract a function archive into the existing folder ``target`` (the build phase's context),
+    under the same checks; a refusal is a ValueError naming the problem."""
+    try:
+        _extract_into(io.BytesIO(data), target, limits or NodeLimits())
+    except RequestRejected as refused:
+        raise ValueError(str(refused)) from None
+
+
+def _extract_into(archive: IO[bytes], target: Path, limits: NodeLimits) -> None:
+    archive.seek(0)
+    if zipfile.is_zipfile(archive):
+        archive.seek(0)
+        _extract_zip(archive, target, _Budget(limits))
+    else:
+        archive.seek(0)
+        _extract_tar(archive, target, _Budget(limits))
+    if not any(p.is_file() for p in target.rglob("*")):
+        raise RequestRejected(400, "The archive contains no file")
 
 
 def _destination(target: Path, name: str) -> Path:
@@ -86,12 +100,16 @@ def _destination(target: Path, name: str) -> Path:
     return target.joinpath(*parts) if parts else target
 
 
-def _copy(source: IO[bytes], destination: Path, budget: _Budget) -> None:
+def _copy(source: IO[bytes], destination: Path, budget: _Budget, mode: int) -> None:
+    """Write an entry, counting its bytes; keep its execute bits (a build may run a script from it),
+    never setuid/setgid bits nor write access for others."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     with destination.open("wb") as out:
         while chunk := source.read(_CHUNK):
             budget.spend(len(chunk))
             out.write(chunk)
+    if mode & 0o111:
+        destination.chmod(0o755)
 
 
 def _extract_zip(archive: IO[bytes], target: Path, budget: _Budget) -> None:
@@ -113,7 +131,7 @@ def _extract_zip(archive: IO[bytes], target: Path, budget: _Budget) -> None:
                     destination.mkdir(parents=True, exist_ok=True)
                     continue
                 with bundle.open(info) as source:
-                    _copy(source, destination, budget)
+                    _copy(source, destination, budget, info.external_attr >> 16)
     except (
         zipfile.BadZipFile,
         zipfile.LargeZipFile,
@@ -148,7 +166,7 @@ def _extract_tar(archive: IO[bytes], target: Path, budget: _Budget) -> None:
                 source = bundle.extractfile(member)
                 assert source is not None
                 with source:
-                    _copy(source, destination, budget)
+                    _copy(source, destination, budget, member.mode)
     except (tarfile.TarError, EOFError, OSError, *_CORRUPT) as error:
         if seen == 0 and isinstance(error, tarfile.ReadError):
             raise RequestRejected(400, "Archive must be zip or tar.*") from None
