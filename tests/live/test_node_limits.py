@@ -345,6 +345,12 @@ def test_malformed_answers_name_the_field_and_the_value(org, dataset_key):
     assert answer.json()["detail"] == "paths: expected a list of strings, got list [[1]]"
 
 
+def test_a_deeply_nested_metadata_filter_is_ignored_like_any_malformed_filter(org, plan_key, node_logs):
+    answer = requests.get(f"{org.url}/compute_plan/", params={"metadata": "[" * 3000}, headers=_headers(org))
+    assert answer.status_code == 200 and plan_key in [p["key"] for p in answer.json()["results"]]
+    assert not [r for r in node_logs.records if r.exc_info]
+
+
 # -- body size -------------------------------------------------------------------------------------------
 
 
