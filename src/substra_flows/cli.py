@@ -37,6 +37,7 @@ def _local_node(args: argparse.Namespace) -> int:
         build_seconds=args.build_seconds,
         replication_lag=args.replication_lag,
         login_throttle=args.login_throttle or None,
+        task_time_limit=args.task_time_limit or None,
     )
     node.start()
     print(f"Local Substra node on {node.url} (Ctrl-C to stop; everything is deleted on exit)")
@@ -99,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     node.add_argument(
         "--login-throttle", type=int, default=40, help="logins and anonymous calls a minute per IP (40; 0: off)"
+    )
+    node.add_argument(
+        "--task-time-limit",
+        type=float,
+        default=3600.0,
+        help="seconds a task may run before it is stopped and FAILED (3600; 0: no limit)",
     )
     _add_limit_flags(node)
     node.set_defaults(run=_local_node)

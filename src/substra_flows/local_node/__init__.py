@@ -50,7 +50,8 @@ Deliberate differences that remain, and why:
   subprocess mode). Tasks run one at a time across all organizations, oldest ready task first.
 - One shared store: without ``replication_lag`` every organization sees every write at once; with it,
   the lag is the same for every pair of organizations and every kind of asset. PUT (rename) applies at once.
-- A task executing when its plan is cancelled runs to its end (the real server may abort it before it starts).
+- A task executing when its plan is cancelled is stopped at once (its processes killed) and CANCELED, so
+  that a task that never ends cannot hold the node; the real server may let it run to its end.
 - No organization-to-organization proxying (M5) nor HTTP Basic auth (A7): every organization reads
   files from the shared store after the same permission checks.
 - Server-path data samples: organization ``org-N`` registers folders under its own

@@ -56,6 +56,10 @@ class NodeOrganization:
         )
 
 
+#: seconds a task may run before it is stopped and FAILED (LocalNode(task_time_limit=...))
+DEFAULT_TASK_TIME_LIMIT = 3600.0
+
+
 def is_loopback(host: str) -> bool:
     """True when ``host`` only reaches this machine (127.0.0.0/8, ::1, localhost)."""
     if host.lower() in ("localhost", "localhost.localdomain"):
@@ -113,6 +117,7 @@ class LocalNode:
         login_throttle: int | None = DEFAULT_LOGIN_RATE,
         max_message_bytes: int | None = MAX_MESSAGE_BYTES,
         limits: NodeLimits | None = None,
+        task_time_limit: float | None = DEFAULT_TASK_TIME_LIMIT,
     ) -> None:
         if organizations < 1:
             raise ValueError(f"organizations must be >= 1, got {organizations!r}")
@@ -137,6 +142,9 @@ class LocalNode:
         self._faults = faults
         #: the HTTP edge's limits (body sizes, sample archives, slow connections; see limits.py)
         self.limits = limits or NodeLimits()
+        if task_time_limit is not None and task_time_limit <= 0:
+            raise ValueError(f"task_time_limit must be > 0 or None, got {task_time_limit!r}")
+        self._task_time_limit = task_time_limit
         self.fault_injector: FaultInjector | None = None
         self.organizations: list[NodeOrganization] = []
         self.store = Store(replica=Replica(replication_lag))
@@ -157,6 +165,16 @@ class LocalNode:
     def port(self) -> int:
         """The TCP port the node listens on."""
         return self._port
+
+    @property
+    def executor_pid(self) -> int | None:
+        """Process id of the task executor now running (it changes when the node restarts it)."""
+        return None if self._executor is None else self._executor.pid()
+
+    @property
+    def executor_restart_seconds(self) -> list[float]:
+        """How long each restart of the task executor took, after it died."""
+        return [] if self._executor is None else list(self._executor.restart_seconds)
 
     @property
     def servermedias_root(self) -> Path:
@@ -188,7 +206,7 @@ class LocalNode:
             for i in range(1, self._requested + 1)
         ]
         self._executor = Executor(workdir, [c.organization_id for c in contexts])
-        self._scheduler = Scheduler(self.store, self._executor, workdir)
+        self._scheduler = Scheduler(self.store, self._executor, workdir, task_time_limit=self._task_time_limit)
         poke = self._scheduler.poke if self._run_tasks else (lambda: None)
         self._builder = Builder(
             self.store,
@@ -228,6 +246,7 @@ class LocalNode:
             access_log=False,
             lifespan="off",
             timeout_keep_alive=30,
+            timeout_graceful_shutdown=3,  # stop() must not wait for a slow download to end
             http=guarded_protocol(self.limits),
         )
         self._server = uvicorn.Server(config)
@@ -275,15 +294,16 @@ class LocalNode:
                 token.expires_at = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
 
     def stop(self) -> None:
-        """Stop everything and delete the temp dir."""
+        """Stop everything and delete the temp dir, within seconds whatever runs: the task in
+        progress and the build steps in progress are killed."""
         if self._server is not None:
             self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=15)
+        if self._scheduler is not None:
+            self._scheduler.stop()  # closes the executor, cutting the task it runs
         if self._builder is not None:
             self._builder.stop()
-        if self._scheduler is not None:
-            self._scheduler.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
         if self._executor is not None:
             self._executor.close()
         if self._tmp is not None:
