@@ -46,8 +46,14 @@ Deliberate differences that remain, and why:
   random password) and one ready token each. A node is for tests and rehearsals, not for keeping data.
 - No container runtime: an image is a folder and a venv on this machine. ``FROM`` is the node's own
   Python, ``USER`` and OS steps of a RUN chain (apt-get, adduser, ...) are skipped and said so in the build
-  log; RUN lines run as the node's user, so register only functions you trust (as with the SDK's
-  subprocess mode). Tasks run one at a time across all organizations, oldest ready task first.
+  log. Tasks run one at a time across all organizations, oldest ready task first.
+- No pods: task code and RUN lines run as the node's user, confined instead (``sandbox.py``): a clean
+  environment (no ``SUBSTRA_*`` token, no host secret), and with Linux Landlock reads of the system,
+  Python, the function's own image and the task's permitted inputs only, writes to its own folders
+  only (without Landlock a warning says the file system is not confined). Network access is not
+  restricted. A task runs at most ``task_time_limit`` seconds (3600; ``LocalNode(task_time_limit=...)``,
+  CLI ``--task-time-limit``), then FAILED with EXECUTION_ERROR; a killed executor is restarted and
+  the task it held FAILED with INTERNAL_ERROR, the cause in its logs.
 - One shared store: without ``replication_lag`` every organization sees every write at once; with it,
   the lag is the same for every pair of organizations and every kind of asset. PUT (rename) applies at once.
 - A task executing when its plan is cancelled is stopped at once (its processes killed) and CANCELED, so
