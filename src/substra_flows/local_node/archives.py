@@ -33,6 +33,17 @@ def _decompression_errors() -> tuple[type[Exception], ...]:
 
 
 _CORRUPT = _decompression_errors()
+# RuntimeError: zipfile's "encrypted, password required"; NotImplementedError: an unknown compression
+_ZIP_ERRORS: tuple[type[Exception], ...] = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    EOFError,
+    OSError,
+    NotImplementedError,
+    RuntimeError,
+    *_CORRUPT,
+)
+_TAR_ERRORS: tuple[type[Exception], ...] = (tarfile.TarError, EOFError, OSError, *_CORRUPT)
 
 
 class _Budget:
@@ -132,16 +143,7 @@ def _extract_zip(archive: IO[bytes], target: Path, budget: _Budget) -> None:
                     continue
                 with bundle.open(info) as source:
                     _copy(source, destination, budget, info.external_attr >> 16)
-    except (
-        zipfile.BadZipFile,
-        zipfile.LargeZipFile,
-        EOFError,
-        OSError,
-        NotImplementedError,
-        RuntimeError,
-        *_CORRUPT,
-    ) as error:
-        # RuntimeError: zipfile's "encrypted, password required"; NotImplementedError: unknown compression
+    except _ZIP_ERRORS as error:
         raise RequestRejected(400, f"The zip archive is corrupt or unsupported: {error}") from None
 
 
@@ -167,7 +169,7 @@ def _extract_tar(archive: IO[bytes], target: Path, budget: _Budget) -> None:
                 assert source is not None
                 with source:
                     _copy(source, destination, budget, member.mode)
-    except (tarfile.TarError, EOFError, OSError, *_CORRUPT) as error:
+    except _TAR_ERRORS as error:
         if seen == 0 and isinstance(error, tarfile.ReadError):
             raise RequestRejected(400, "Archive must be zip or tar.*") from None
         raise RequestRejected(400, f"The tar archive is corrupt or truncated: {error}") from None

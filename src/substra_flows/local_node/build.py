@@ -271,11 +271,10 @@ class ImageBuilder:
                 returncode = process.wait()
             finally:
                 self._running.discard(process)
-        completed = subprocess.CompletedProcess(argv, returncode)
-        if completed.returncode != 0:
+        if returncode != 0:
             raise BuildError(
                 f"RUN {command if isinstance(command, str) else json.dumps(command)} "
-                f"returned a non-zero code: {completed.returncode}"
+                f"returned a non-zero code: {returncode}"
             )
 
     def _image_path(self, value: str) -> PurePosixPath:
