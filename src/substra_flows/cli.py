@@ -16,7 +16,7 @@ def _local_node(args: argparse.Namespace) -> int:
     faults = None
     if args.fault_rate > 0:
         kinds = tuple(k for k in args.fault_kinds.split(",") if k) if args.fault_kinds else None
-        faults = FaultConfig(rate=args.fault_rate, **({"kinds": kinds} if kinds else {}))
+        faults = FaultConfig(rate=args.fault_rate, kinds=kinds) if kinds else FaultConfig(rate=args.fault_rate)
     limits = NodeLimits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(NodeLimits)})
     if not is_loopback(args.host):
         print(

@@ -105,8 +105,10 @@ def prepare_compute_plan(
     run_identity: Sequence[str] | None = None,
     *,
     compute_plan_key: str | None = None,
+    strict: bool = False,
 ) -> tuple[schemas.ComputePlanSpec, dict[str, str]]:
-    """Validate a plan spec and give it deterministic keys; no request is sent.
+    """Validate a plan spec and give it deterministic keys; no request is sent. Unknown keys are
+    dropped with a warning, or refused with ``strict`` (as the client's setting of that name).
 
     - Plan key: as :func:`resolve_compute_plan_key` decides.
     - Task keys: a ``task_id`` that is a UUID is kept (it must then be stable across reruns: derive it,
@@ -124,7 +126,7 @@ def prepare_compute_plan(
     if plan_key is not None and isinstance(tasks, list):
         _derive_task_keys(plan_key, tasks, names)
     try:
-        spec = build_spec(schemas.ComputePlanSpec, raw)
+        spec = build_spec(schemas.ComputePlanSpec, raw, strict=strict)
     except exc.SpecValidationError as error:
         raise _with_task_names(error, names) from None
     return spec, names
@@ -197,7 +199,8 @@ def submit_compute_plan(
     keys as described in :func:`prepare_compute_plan`.
     """
     check_batch_size(batch_size)
-    spec, _ = prepare_compute_plan(compute_plan, run_identity, compute_plan_key=compute_plan_key)
+    strict = bool(getattr(getattr(client, "settings", None), "strict", False))
+    spec, _ = prepare_compute_plan(compute_plan, run_identity, compute_plan_key=compute_plan_key, strict=strict)
     created = _create_plan(client, spec)
     tasks = list(spec.tasks or [])
     existing = set() if created else _registered_task_keys(client, spec.key, [t.task_id for t in tasks])
