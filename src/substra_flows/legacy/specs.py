@@ -58,8 +58,10 @@ class _Legacy(pydantic.BaseModel):
 
 
 def parse(spec_class: type[SpecT], data: Any, method: str) -> SpecT:
-    """Validate a 0.x ``data`` dict; errors name ``<method>.<field>`` and the value."""
-    return build_spec(spec_class, data, what=method)
+    """Validate a 0.x ``data`` dict; errors name ``<method>.<field>`` and the value.
+
+    Strict: the 0.x SDK refused unknown fields, so a misspelt 0.x field must not be dropped."""
+    return build_spec(spec_class, data, what=method, strict=True)
 
 
 class Permissions(_Legacy):
