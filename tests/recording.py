@@ -144,10 +144,9 @@ def substra_targets() -> Iterator[list[Target]]:
     from substra_flows.local_node import LocalNode
 
     with LocalNode(organizations=2, **TEST_NODE_OPTIONS) as node:
-        media_root = str(node.servermedias_root)
         yield _with_org_ids(
             [
-                Target(o.url, o.token, o.organization_id, 0.2, o.username, o.password, media_root)
+                Target(o.url, o.token, o.organization_id, 0.2, o.username, o.password, str(o.servermedias_root))
                 for o in node.organizations
             ]
         )

@@ -13,11 +13,13 @@ import pathlib
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import pydantic
 from pydantic import ConfigDict, Field, SecretStr
 
 from substra_flows.exceptions import ConfigurationError, register_secret
+from substra_flows.transport import redact_userinfo
 
 logger = logging.getLogger("substra_flows")
 
@@ -30,6 +32,8 @@ DEFAULT_BACKOFF = 1.0
 DEFAULT_BACKOFF_MAX = 30.0
 DEFAULT_PAGE_SIZE = 1000
 DEFAULT_MAX_JSON_BYTES = 256 * 1024 * 1024
+DEFAULT_TOTAL_TIMEOUT = 600.0
+DEFAULT_MAX_DOWNLOAD_BYTES = 8 * 1024**3
 _SECRET_FIELDS = frozenset({"token", "password"})
 # keys the official SDK accepts in its file / environment that have no meaning here
 _IGNORED_KEYS = frozenset({"backend_type"})
@@ -53,6 +57,10 @@ class ClientSettings(pydantic.BaseModel):
     backoff_max: float = Field(DEFAULT_BACKOFF_MAX, ge=0)
     page_size: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=10000)
     max_json_bytes: int = Field(DEFAULT_MAX_JSON_BYTES, ge=1024)
+    #: seconds one HTTP exchange may last in all, connect + every read (0: socket timeouts only)
+    total_timeout: float = Field(DEFAULT_TOTAL_TIMEOUT, ge=0)
+    #: largest file a download writes (0: no limit)
+    max_download_bytes: int = Field(DEFAULT_MAX_DOWNLOAD_BYTES, ge=0)
     #: refuse spec keys the spec does not define (by default they are dropped with a warning, as the SDK drops them)
     strict: bool = False
 
@@ -65,6 +73,11 @@ class ClientSettings(pydantic.BaseModel):
         value = value.strip().rstrip("/")
         if not re.match(r"^https?://[^/]+", value):
             raise ValueError("must start with http:// or https:// followed by a host")
+        if "@" in value.split("/", 3)[2]:
+            raise ValueError(
+                "must not hold a user name or password ('user:pass@host'), which would be sent as Basic "
+                "auth instead of the token; pass the username and password, or a token, as their own settings instead"
+            )
         return value
 
     def secret(self, name: str) -> str | None:
@@ -126,6 +139,8 @@ def resolve_settings(
     for name in _SECRET_FIELDS:
         if isinstance(merged.get(name), str):
             register_secret(merged[name])
+    if isinstance(merged.get("url"), str):  # a refused 'user:pass@' URL must not leak its password either
+        register_secret(urlsplit(merged["url"].strip()).password)
     try:
         settings = ClientSettings(**merged)
     except pydantic.ValidationError as exc:
@@ -133,7 +148,11 @@ def resolve_settings(
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"])
             origin = origins.get(field, "?")
-            value = "***" if field in _SECRET_FIELDS else repr(err.get("input"))
+            raw = err.get("input")
+            if field in _SECRET_FIELDS:
+                value = "***"
+            else:
+                value = repr(redact_userinfo(raw) if field == "url" and isinstance(raw, str) else raw)
             problems.append(f"{field}={value} (from {origin}): {err['msg']}")
         raise ConfigurationError("invalid client settings: " + "; ".join(problems)) from None
     return settings, origins

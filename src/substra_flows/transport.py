@@ -11,6 +11,11 @@ Every call states how safe it is to repeat (:class:`Safety`, after substra-rest-
   :class:`~substra_flows.exceptions.AssetMaybeCreatedError`, never a blind resend.
 * ``NEVER``: login, logout, cancel. Sent once.
 
+Every exchange has a total deadline, ``total_timeout`` (connect + sending + every read), enforced
+by :mod:`substra_flows.deadline` even against a server that trickles bytes; a block of calls can
+be bounded as a whole with :meth:`Transport.within` (waits use it for their ``timeout``).
+A URL holding ``user:pass@`` is refused: requests would send it as Basic auth instead of the token.
+
 A 401 triggers at most one re-login (when the client knows a username and password), then
 the call is repeated once.
 """
@@ -18,12 +23,15 @@ the call is repeated once.
 from __future__ import annotations
 
 import email.utils
+import errno
 import json
 import logging
 import os
 import pathlib
 import random
 import re
+import secrets
+import shutil
 import tempfile
 import threading
 import time
@@ -38,6 +46,7 @@ import requests
 import tenacity
 import urllib3.exceptions
 
+from substra_flows import deadline
 from substra_flows import exceptions as exc
 
 logger = logging.getLogger("substra_flows")
@@ -50,6 +59,8 @@ _ERROR_BODY_CAP = 1024 * 1024
 _DOWNLOAD_CHUNK = 1024 * 1024
 _TAIL_LINE_CAP = 64 * 1024  # bytes kept of one log line in a failure message
 _MAX_PAGES = 100_000
+DEFAULT_TOTAL_TIMEOUT = 600.0
+DEFAULT_MAX_DOWNLOAD_BYTES = 8 * 1024**3
 
 _STATUS_TO_ERROR: dict[int, type[exc.HTTPError]] = {
     400: exc.InvalidRequest,
@@ -114,9 +125,12 @@ class Transport:
         backoff_max: float = 30.0,
         retry_timeout: float = 300.0,
         max_json_bytes: int = 256 * 1024 * 1024,
+        total_timeout: float | None = DEFAULT_TOTAL_TIMEOUT,
+        max_download_bytes: int | None = DEFAULT_MAX_DOWNLOAD_BYTES,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        refuse_userinfo(base_url)
         self.base_url = base_url.rstrip("/")
         parts = urlsplit(self.base_url)
         self._origin = (parts.scheme, parts.netloc)
@@ -127,8 +141,14 @@ class Transport:
         self.backoff_max = backoff_max
         self.retry_timeout = retry_timeout
         self.max_json_bytes = max_json_bytes
+        #: seconds one exchange may last in all (connect + every read); None: only the socket timeouts
+        self.total_timeout = total_timeout
+        #: largest file a download writes; None: no limit
+        self.max_download_bytes = max_download_bytes
         self.sleep = sleep
+        own_session = session is None
         self.session = session or requests.Session()
+        deadline.install(self.session, own=own_session)
         self.session.headers["Accept"] = ACCEPT_HEADER
         agent = str(self.session.headers.get("User-Agent") or "")
         if not agent or agent.startswith("python-requests/"):  # requests' default goes; a caller's own stays
@@ -165,6 +185,11 @@ class Transport:
         """Release pooled connections."""
         self.session.close()
 
+    @staticmethod
+    def within(seconds: float | None) -> Any:
+        """Context manager: every call inside ends within ``seconds``, retries included (None: unbounded)."""
+        return deadline.within(seconds)
+
     # -- URLs ----------------------------------------------------------------------------
 
     def url(self, *segments: str, trailing_slash: bool = True) -> str:
@@ -190,7 +215,7 @@ class Transport:
                 logger.warning(
                     "server returned a URL on another origin (%s://%s); using %s://%s instead",
                     parts.scheme,
-                    parts.netloc,
+                    parts.netloc.rpartition("@")[2],
                     *self._origin,
                 )
                 self._warned_foreign_origin = True
@@ -328,22 +353,9 @@ class Transport:
         raise exc.InvalidResponse(f"more than {_MAX_PAGES} pages at {_path(url)}", url=_path(url))
 
     def download(self, url: str, destination: pathlib.Path) -> pathlib.Path:
-        """Stream a GET to ``destination`` atomically (a temp file renamed once complete)."""
+        """Stream a GET to ``destination``; the file appears only once complete (see :class:`PartialFile`)."""
         destination.parent.mkdir(parents=True, exist_ok=True)
-
-        def write(response: requests.Response) -> pathlib.Path:
-            fd, tmp = tempfile.mkstemp(prefix=".part-", dir=destination.parent)
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    for chunk in response.iter_content(_DOWNLOAD_CHUNK):
-                        out.write(chunk)
-                os.replace(tmp, destination)
-            except BaseException:
-                pathlib.Path(tmp).unlink(missing_ok=True)
-                raise
-            return destination
-
-        return self.call("GET", url, write)
+        return self.call("GET", url, lambda response: self._write_body(response, destination))
 
     def download_to_folder(self, url: str, folder: pathlib.Path, default_name: str) -> pathlib.Path:
         """Download into ``folder`` under the server's Content-Disposition name (sanitized),
@@ -353,18 +365,43 @@ class Transport:
             name = filename_from_disposition(response.headers.get("Content-Disposition")) or default_name
             target = safe_join(folder, name)
             folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".part-", dir=folder)
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    for chunk in response.iter_content(_DOWNLOAD_CHUNK):
-                        out.write(chunk)
-                os.replace(tmp, target)
-            except BaseException:
-                pathlib.Path(tmp).unlink(missing_ok=True)
-                raise
-            return target
+            return self._write_body(response, target)
 
         return self.call("GET", url, write)
+
+    def _write_body(self, response: requests.Response, target: pathlib.Path) -> pathlib.Path:
+        """Write the body to ``target``, at most ``max_download_bytes`` of it; nothing is left on failure."""
+        cap = self.max_download_bytes
+        where = f"{response.request.method} {_path(response.url)}"
+        declared = response.headers.get("Content-Length", "")
+        size = int(declared) if declared.isdigit() else None
+
+        def too_big(what: str) -> exc.InvalidResponse:
+            return exc.InvalidResponse(
+                f"{where}: {what} than max_download_bytes={cap}; nothing was written to {target.parent} "
+                "(raise the client's max_download_bytes to accept larger files)",
+                status_code=response.status_code,
+                method=response.request.method,
+                url=_path(response.url),
+            )
+
+        if cap is not None and size is not None and size > cap:
+            raise too_big(f"the server announces {size} bytes, more")
+        if size is not None:
+            free = shutil.disk_usage(target.parent).free
+            if size > free:
+                raise OSError(errno.ENOSPC, f"{where}: {size} bytes to download, {free} free in {target.parent}")
+        written = 0
+        with PartialFile(target) as out:
+            for chunk in response.iter_content(_DOWNLOAD_CHUNK):
+                written += len(chunk)
+                if cap is not None and written > cap:
+                    raise too_big("the body is larger")
+                out.write(chunk)
+            if deadline.settle_current():  # cut by the total deadline: the end seen was not the file's
+                raise exc.Timeout(f"{where}: the download was cut by its deadline", method=response.request.method)
+            out.commit()
+        return target
 
     def tail_text(self, url: str, max_lines: int, max_line_bytes: int = _TAIL_LINE_CAP) -> str:
         """GET a text body and keep only its last ``max_lines`` lines (bounded memory).
@@ -413,8 +450,12 @@ class Transport:
         return delay
 
     def _should_stop(self, state: tenacity.RetryCallState) -> bool:
-        """Stop after ``max_attempts`` or when the next sleep would end past ``retry_timeout``."""
+        """Stop after ``max_attempts``, or when the next sleep would end past ``retry_timeout`` or
+        past the deadline of the enclosing :meth:`within` block."""
         if state.attempt_number >= self.max_attempts:
+            return True
+        block = deadline.block_deadline()
+        if block is not None and deadline.monotonic() + state.upcoming_sleep >= block:
             return True
         elapsed = state.seconds_since_start or 0.0
         return elapsed + state.upcoming_sleep > self.retry_timeout
@@ -443,48 +484,81 @@ class Transport:
         authenticated: bool,
         key: str | None,
     ) -> T:
-        """One HTTP exchange: send, map errors, read the body with ``reader``."""
+        """One HTTP exchange under its total deadline: send, map errors, read the body with ``reader``."""
         headers: dict[str, str] = {}
         token = self.token
         if authenticated and token:
             headers["Authorization"] = f"Token {token}"
         path = _path(url)
         started = time.monotonic()
-        try:
-            response = self.session.request(
-                method,
-                url,
-                params=params,
-                json=json_body,
-                data=data,
-                files=files,
-                headers=headers,
-                timeout=self.timeout,
-                stream=True,
-                allow_redirects=method == "GET",
-                # explicit, because requests lets REQUESTS_CA_BUNDLE override a session's verify=False
-                verify=self.session.verify,
-            )
-        except requests.exceptions.RequestException as error:
-            logger.debug("%s %s -> %s after %.1f ms", method, path, type(error).__name__, _ms(started))
-            raise map_transport_error(error, method, path, key) from None
-        logger.debug("%s %s -> %s in %.1f ms", method, path, response.status_code, _ms(started))
-        try:
-            if response.status_code >= 400:
-                raise error_from_response(response, method, path, key)
-            if method != "GET" and 300 <= response.status_code < 400:
-                raise exc.InvalidResponse(
-                    f"{method} {path}: unexpected redirect {response.status_code} (routes need a trailing '/')",
-                    status_code=response.status_code,
-                    method=method,
-                    url=path,
-                )
+        until, reason = deadline.exchange_deadline(self.total_timeout)
+        if until is not None and until <= started:
+            raise self._deadline_error(method, path, key, reason, sent=False)
+        with deadline.watching(until, reason) as watch:
             try:
-                return reader(response)
+                response = self.session.request(
+                    method,
+                    url,
+                    params=params,
+                    json=json_body,
+                    data=data,
+                    files=files,
+                    headers=headers,
+                    timeout=self._socket_timeouts(until),
+                    stream=True,
+                    allow_redirects=method == "GET",
+                    # explicit, because requests lets REQUESTS_CA_BUNDLE override a session's verify=False
+                    verify=self.session.verify,
+                )
             except requests.exceptions.RequestException as error:
-                raise map_transport_error(error, method, path, key, during_body=True) from None
-        finally:
-            response.close()
+                logger.debug("%s %s -> %s after %.1f ms", method, path, type(error).__name__, _ms(started))
+                if watch is not None and watch.fired:
+                    raise self._deadline_error(method, path, key, reason) from None
+                raise map_transport_error(error, method, path, key) from None
+            logger.debug("%s %s -> %s in %.1f ms", method, path, response.status_code, _ms(started))
+            try:
+                if response.status_code >= 400:
+                    raise error_from_response(response, method, path, key)
+                if method != "GET" and 300 <= response.status_code < 400:
+                    raise exc.InvalidResponse(
+                        f"{method} {path}: unexpected redirect {response.status_code} (routes need a trailing '/')",
+                        status_code=response.status_code,
+                        method=method,
+                        url=path,
+                    )
+                try:
+                    result = reader(response)
+                except requests.exceptions.RequestException as error:
+                    raise map_transport_error(error, method, path, key, during_body=True) from None
+            except Exception:
+                # a body cut by the watchdog may look merely truncated or garbled: name the real cause
+                if watch is not None and watch.fired:
+                    raise self._deadline_error(method, path, key, reason) from None
+                raise
+            finally:
+                response.close()
+            if watch is not None and watch.settle():  # a close-delimited body cut short reads as complete
+                raise self._deadline_error(method, path, key, reason)
+            return result
+
+    def _socket_timeouts(self, until: float | None) -> tuple[float, float]:
+        """(connect, read) socket timeouts, never longer than what is left of the deadline."""
+        if until is None:
+            return self.timeout
+        left = max(0.001, until - time.monotonic())
+        return (min(self.timeout[0], left), min(self.timeout[1], left))
+
+    def _deadline_error(
+        self, method: str, path: str, key: str | None, reason: str, *, sent: bool = True
+    ) -> exc.Timeout:
+        """The error of an exchange stopped by its deadline."""
+        if reason == "caller":
+            why = "the caller's deadline (e.g. a wait's timeout) passed"
+        else:
+            why = f"no complete answer within total_timeout={self.total_timeout:g}s (connect + every read)"
+        if not sent:
+            why += " before the request was sent"
+        return exc.Timeout(f"{method} {path}: {why}", method=method, url=path, key=key)
 
     def _read_json(self, response: requests.Response) -> Any:
         """Parse a JSON body, refusing bodies larger than ``max_json_bytes``."""
@@ -532,6 +606,65 @@ class Transport:
             if len(buffer) > cap:
                 raise too_big
         return bytes(buffer)
+
+
+class PartialFile:
+    """A file that appears at ``target`` only once complete, and leaves nothing behind otherwise.
+
+    On Linux it is an unnamed ``O_TMPFILE`` inode in the target's folder, linked into place on
+    :meth:`commit`: not even a killed process leaves a partial file. Elsewhere (or on a file
+    system without ``O_TMPFILE``) it is a hidden ``.part-*`` file, removed on any exception.
+    """
+
+    def __init__(self, target: pathlib.Path) -> None:
+        self.target = target
+        self._named: str | None = None
+        self._committed = False
+        flag = getattr(os, "O_TMPFILE", None)
+        fd = -1
+        if flag is not None and os.path.isdir("/proc/self/fd"):
+            try:
+                fd = os.open(target.parent, flag | os.O_WRONLY, 0o600)
+            except OSError:
+                fd = -1
+        if fd < 0:
+            fd, self._named = tempfile.mkstemp(prefix=".part-", dir=target.parent)
+        self._file = os.fdopen(fd, "wb")
+
+    def write(self, chunk: bytes) -> None:
+        """Append ``chunk``."""
+        self._file.write(chunk)
+
+    def commit(self) -> None:
+        """Put the complete file at ``target`` (atomically replacing what was there)."""
+        self._file.flush()
+        if self._named is not None:
+            self._file.close()
+            os.replace(self._named, self.target)
+        else:
+            linked = self.target.parent / f".part-{secrets.token_hex(8)}"
+            # linkat(AT_SYMLINK_FOLLOW) on the /proc link names the unnamed inode; os.link only
+            # calls linkat (rather than link, which would not follow) when given a dir fd
+            proc = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.link(str(self._file.fileno()), linked, src_dir_fd=proc, follow_symlinks=True)
+            finally:
+                os.close(proc)
+            try:
+                os.replace(linked, self.target)
+            except BaseException:
+                linked.unlink(missing_ok=True)
+                raise
+            self._file.close()
+        self._committed = True
+
+    def __enter__(self) -> PartialFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._file.close()
+        if not self._committed and self._named is not None:
+            pathlib.Path(self._named).unlink(missing_ok=True)
 
 
 # -------------------------------------------------------------------------------------------
@@ -729,6 +862,27 @@ def safe_join(folder: pathlib.Path | str, name: str) -> pathlib.Path:
     if target.parent != base:
         raise exc.UnsafePathError(f"refusing file name {name!r}: it would escape {base}")
     return target
+
+
+def refuse_userinfo(url: str) -> None:
+    """Refuse a URL holding ``user:pass@``: requests would send it as Basic auth, instead of the
+    token, to whoever the host is, and it would show in logs and reprs."""
+    parts = urlsplit(url.strip()) if isinstance(url, str) else None
+    if parts is None or "@" not in parts.netloc:
+        return
+    exc.register_secret(parts.password)
+    raise exc.ConfigurationError(
+        f"url {redact_userinfo(url)!r} holds a user name or password ('user:pass@host'); it was not used. "
+        "Pass the username and password, or a token, as their own arguments instead"
+    )
+
+
+def redact_userinfo(url: str) -> str:
+    """``url`` with any ``user:pass@`` part masked (for messages about a refused URL)."""
+    parts = urlsplit(url.strip())
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit((parts.scheme, "***@" + parts.netloc.rpartition("@")[2], parts.path, parts.query, ""))
 
 
 def _path(url: str) -> str:

@@ -5,6 +5,12 @@
 receives their results. :func:`run_sync` performs the actions with blocking calls;
 :func:`run_async` performs them without blocking an asyncio loop. Both therefore share the
 deadline, the polling period, the terminal-state table and the error messages.
+
+Each I/O action carries a ``budget``: the seconds it may take so that the wait ends at most one
+polling period (at least :data:`MIN_OVERRUN`) after its ``timeout``. A driver given ``within`` (a
+context manager factory, e.g. ``Transport.within``) bounds each action by it; an error raised by
+an action is thrown into the machine, which turns a timeout past the deadline into
+:class:`FutureTimeoutError`.
 """
 
 from __future__ import annotations
@@ -13,10 +19,11 @@ import asyncio
 import enum
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Union
 
-from substra_flows.exceptions import FutureFailureError, FutureTimeoutError
+from substra_flows.exceptions import FutureFailureError, FutureTimeoutError, Timeout
 from substra_flows.models import ComputePlanStatus, ComputeTaskStatus, FunctionStatus
 
 LOG_TAIL_LINES = 40
@@ -24,6 +31,9 @@ LOG_TAIL_LINES = 40
 #: its own database, fed by orchestrator events, so a key created through another organization
 #: shows up a little later
 NOT_FOUND_GRACE = 30.0
+#: a status request may overrun the wait's timeout by one polling period, and at least this much
+#: (so that ``timeout=0, polling_period=0`` still makes its one check)
+MIN_OVERRUN = 1.0
 
 
 class WaitKind(str, enum.Enum):
@@ -124,6 +134,8 @@ class Fetch:
 
     kind: WaitKind
     key: str
+    #: seconds the fetch may take (None: no bound)
+    budget: float | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,8 @@ class FetchLogs:
 
     task_keys: tuple[str, ...]
     max_lines: int = LOG_TAIL_LINES
+    #: seconds fetching them may take (None: no bound)
+    budget: float | None = None
 
 
 Action = Union[Fetch, Sleep, FetchLogs]
@@ -172,8 +186,34 @@ def wait_machine(
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
     started = clock()
     deadline = None if timeout is None else started + timeout
+    # the latest moment a request may end: the deadline plus one polling period
+    hard_deadline = None if deadline is None else deadline + max(polling_period, MIN_OVERRUN)
+    asset: Any = None
+
+    def budget() -> float | None:
+        return None if hard_deadline is None else max(0.0, hard_deadline - clock())
+
+    def raise_if_past_deadline(error: Timeout) -> None:
+        """A request cut by the wait's own bound ends the wait as a timeout."""
+        if deadline is None or clock() < deadline:
+            return
+        seen = status_of(asset) if asset is not None and not isinstance(asset, NotVisible) else "unknown"
+        raise FutureTimeoutError(
+            f"{kind.value} {key} still {seen} after {timeout:g}s (timeout; the last status request "
+            f"did not finish in time: {error})",
+            key=key,
+            kind=kind.value,
+            status=seen,
+            timeout=timeout,
+            asset=asset,
+        ) from error
+
     while True:
-        asset = yield Fetch(kind, key)
+        try:
+            asset = yield Fetch(kind, key, budget())
+        except Timeout as error:
+            raise_if_past_deadline(error)
+            raise
         if isinstance(asset, NotVisible):
             if clock() - started >= not_found_grace:
                 raise asset.error
@@ -182,7 +222,11 @@ def wait_machine(
         outcome = classify(kind, asset)
         plan = None
         if kind is WaitKind.task and getattr(asset, "compute_plan_key", None) and _plan_matters(asset, outcome):
-            fetched = yield Fetch(WaitKind.compute_plan, asset.compute_plan_key)
+            try:
+                fetched = yield Fetch(WaitKind.compute_plan, asset.compute_plan_key, budget())
+            except Timeout as error:
+                raise_if_past_deadline(error)
+                raise
             plan = None if isinstance(fetched, NotVisible) else fetched
             if outcome is Outcome.pending and plan is not None and _terminated(plan):
                 # a task waiting for its parents in a cancelled or failed plan is never queued: it stays so for good
@@ -210,7 +254,9 @@ def wait_machine(
             culprits = [plan.failed_task_key]
         logs: Mapping[str, str] = {}
         if culprits:
-            logs = (yield FetchLogs(tuple(culprits), log_lines)) or {}
+            # logs only sharpen the error: they get at least one polling period, even past the deadline
+            log_budget = None if hard_deadline is None else max(hard_deadline - clock(), polling_period)
+            logs = (yield FetchLogs(tuple(culprits), log_lines, log_budget)) or {}
         raise FutureFailureError(
             failure_message(kind, key, asset, outcome, culprits, logs, plan=plan),
             key=key,
@@ -274,24 +320,38 @@ def failure_message(
 # -- drivers -----------------------------------------------------------------------------------
 
 
+Within = Callable[[Union[float, None]], AbstractContextManager[Any]]
+
+
+def _bound(within: Within | None, budget: float | None) -> AbstractContextManager[Any]:
+    return nullcontext() if within is None or budget is None else within(budget)
+
+
 def run_sync(
     machine: WaitMachine,
     *,
     fetch: Callable[[WaitKind, str], Any],
     fetch_logs: Callable[[str, int], str | None],
     sleep: Callable[[float], None] = time.sleep,
+    within: Within | None = None,
 ) -> Any:
-    """Drive ``machine`` with blocking calls; return its result."""
+    """Drive ``machine`` with blocking calls; return its result. ``within(budget)`` bounds each I/O."""
     try:
         action = next(machine)
         while True:
-            if isinstance(action, Fetch):
-                result: Any = fetch(action.kind, action.key)
-            elif isinstance(action, Sleep):
+            if isinstance(action, Sleep):
                 sleep(action.seconds)
-                result = None
-            else:
-                result = {k: v for k in action.task_keys if (v := fetch_logs(k, action.max_lines))}
+                action = machine.send(None)
+                continue
+            try:
+                with _bound(within, action.budget):
+                    if isinstance(action, Fetch):
+                        result: Any = fetch(action.kind, action.key)
+                    else:
+                        result = {k: v for k in action.task_keys if (v := fetch_logs(k, action.max_lines))}
+            except Exception as error:
+                action = machine.throw(error)
+                continue
             action = machine.send(result)
     except StopIteration as stop:
         return stop.value
@@ -303,22 +363,30 @@ async def run_async(
     fetch: Callable[[WaitKind, str], Awaitable[Any]],
     fetch_logs: Callable[[str, int], Awaitable[str | None]],
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    within: Within | None = None,
 ) -> Any:
-    """Drive ``machine`` without blocking the event loop; return its result."""
+    """Drive ``machine`` without blocking the event loop; return its result. ``within(budget)``
+    bounds each I/O (the bound follows the context into ``asyncio.to_thread`` workers)."""
     try:
         action = next(machine)
         while True:
-            if isinstance(action, Fetch):
-                result: Any = await fetch(action.kind, action.key)
-            elif isinstance(action, Sleep):
+            if isinstance(action, Sleep):
                 await sleep(action.seconds)
-                result = None
-            else:
-                result = {}
-                for task_key in action.task_keys:
-                    text = await fetch_logs(task_key, action.max_lines)
-                    if text:
-                        result[task_key] = text
+                action = machine.send(None)
+                continue
+            try:
+                with _bound(within, action.budget):
+                    if isinstance(action, Fetch):
+                        result: Any = await fetch(action.kind, action.key)
+                    else:
+                        result = {}
+                        for task_key in action.task_keys:
+                            text = await fetch_logs(task_key, action.max_lines)
+                            if text:
+                                result[task_key] = text
+            except Exception as error:
+                action = machine.throw(error)
+                continue
             action = machine.send(result)
     except StopIteration as stop:
         return stop.value

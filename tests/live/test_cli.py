@@ -65,3 +65,20 @@ def test_the_cli_serves_two_organizations_until_ctrl_c() -> None:
         if node.poll() is None:
             node.kill()
             node.wait(timeout=10)
+
+
+@pytest.mark.parametrize(("host", "warned"), [("0.0.0.0", True), ("127.0.0.1", False)])
+def test_the_cli_warns_when_it_binds_beyond_loopback(host: str, warned: bool) -> None:
+    command = [sys.executable, "-m", "substra_flows.cli", "local-node", "--organizations", "1", "--port", "0"]
+    node = subprocess.Popen([*command, "--host", host], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert node.stdout is not None and node.stdout.readline().startswith("Local Substra node on")
+        node.send_signal(signal.SIGINT)
+        _, errors = node.communicate(timeout=30)
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait(timeout=10)
+    assert ("WARNING: --host 0.0.0.0 binds beyond loopback" in errors) is warned, errors
+    if warned:
+        assert "passwords and tokens" in errors

@@ -46,7 +46,7 @@ def world(request: pytest.FixtureRequest, local_node: LocalNode, tmp_path_factor
     org_ids = [org1.organization_id, org2.organization_id]
     orgs = [
         _register_org_data(client1, 1, org_ids, workdir, upload=True, media_root=None),
-        _register_org_data(client2, 2, org_ids, workdir, upload=False, media_root=local_node.servermedias_root),
+        _register_org_data(client2, 2, org_ids, workdir, upload=False, media_root=org2.servermedias_root),
     ]
     functions = _register_functions(client1, workdir)
     return {"kind": kind, "clients": (client1, client2), "orgs": orgs, "functions": functions}

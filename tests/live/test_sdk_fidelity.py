@@ -101,7 +101,7 @@ def remote_setup(
     org_ids = [org1.organization_id, org2.organization_id]
     orgs = [
         _register_org_data(client1, 1, org_ids, workdir, upload=True, media_root=None),
-        _register_org_data(client2, 2, org_ids, workdir, upload=False, media_root=local_node.servermedias_root),
+        _register_org_data(client2, 2, org_ids, workdir, upload=False, media_root=org2.servermedias_root),
     ]
     function_keys = _register_functions(client1, workdir)
     return {"clients": (client1, client2), "orgs": orgs, "functions": function_keys, "kind": kind}

@@ -73,7 +73,7 @@ def orgs(local_node: LocalNode, clients: list[SubstraClient], workdir: Path, run
     described = []
     for index, (client, org) in enumerate(zip(clients, local_node.organizations, strict=True), start=1):
         local = index == 1
-        root = (workdir if local else local_node.servermedias_root) / f"steps-{run_id}-org{index}"
+        root = (workdir if local else org.servermedias_root) / f"steps-{run_id}-org{index}"
         train = assets.generate_samples(index, root, split="train", n_samples=2)
         test = assets.generate_samples(index, root, split="test", n_samples=1)
         dataset = steps.register_dataset(
@@ -181,7 +181,7 @@ def test_server_path_samples_are_found_again(
     local_node: LocalNode, clients: list[SubstraClient], tmp_path: Path, run_id: str
 ):
     client = clients[1]
-    root = local_node.servermedias_root / f"steps-server-paths-{run_id}"
+    root = local_node.organizations[1].servermedias_root / f"steps-server-paths-{run_id}"
     paths = assets.generate_samples(2, root, day=3, n_samples=3, rows_per_sample=5)
     first = _register(client, f"steps server paths {run_id}", paths, tmp_path / "ledgers", local=False)
     keys = steps.add_data_samples(

@@ -106,9 +106,11 @@ class SubstraClient(DownloadMethods, ResultMethods, WaitMethods, PlanMethods, Fu
     ``insecure=False``, ``retry_timeout=300`` (seconds of retrying per call),
     ``connect_timeout=10``, ``read_timeout=120``, ``max_attempts=6``, ``backoff=1``,
     ``backoff_max=30``, ``page_size=1000``, ``max_json_bytes=256 MiB`` (largest JSON or text
-    body loaded in memory; larger answers raise InvalidResponse). With ``username``/``password`` and no token, the
-    client logs in at once and logs out on ``close()`` / leaving a ``with`` block; it also
-    logs in again (once) when the server answers 401.
+    body loaded in memory; larger answers raise InvalidResponse), ``total_timeout=600`` (seconds one
+    HTTP exchange may last in all, connect + every read, however slowly the server sends; 0: no
+    bound), ``max_download_bytes=8 GiB`` (largest file a download writes; 0: no limit). With
+    ``username``/``password`` and no token, the client logs in at once and logs out on ``close()`` /
+    leaving a ``with`` block; it also logs in again (once) when the server answers 401.
     """
 
 

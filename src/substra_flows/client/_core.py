@@ -53,6 +53,8 @@ class ClientCore:
         backoff_max: float | None = None,
         page_size: int | None = None,
         max_json_bytes: int | None = None,
+        total_timeout: float | None = None,
+        max_download_bytes: int | None = None,
         strict: bool | None = None,
         session: requests.Session | None = None,
     ) -> None:
@@ -77,6 +79,8 @@ class ClientCore:
                 "backoff_max": backoff_max,
                 "page_size": page_size,
                 "max_json_bytes": max_json_bytes,
+                "total_timeout": total_timeout,
+                "max_download_bytes": max_download_bytes,
                 "strict": strict,
             },
         )
@@ -100,6 +104,8 @@ class ClientCore:
             backoff_max=settings.backoff_max,
             retry_timeout=settings.retry_timeout,
             max_json_bytes=settings.max_json_bytes,
+            total_timeout=settings.total_timeout or None,
+            max_download_bytes=settings.max_download_bytes or None,
             session=session,
         )
         self._auth_lock = threading.Lock()

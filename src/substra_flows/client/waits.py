@@ -180,7 +180,9 @@ class WaitMethods(PlanMethods, FunctionMethods):
     ) -> Any:
         """Sync driver of the wait machine."""
         machine = self._machine(kind, key, timeout, polling_period, raise_on_failure, not_found_grace)
-        return waiting.run_sync(machine, fetch=self._fetch, fetch_logs=self.log_tail, sleep=self._sleep)
+        return waiting.run_sync(
+            machine, fetch=self._fetch, fetch_logs=self.log_tail, sleep=self._sleep, within=self._transport.within
+        )
 
     async def _async_wait(
         self,
@@ -200,4 +202,6 @@ class WaitMethods(PlanMethods, FunctionMethods):
         async def fetch_logs(task_key: str, lines: int) -> str | None:
             return await asyncio.to_thread(self.log_tail, task_key, lines)
 
-        return await waiting.run_async(machine, fetch=fetch, fetch_logs=fetch_logs, sleep=self._async_sleep)
+        return await waiting.run_async(
+            machine, fetch=fetch, fetch_logs=fetch_logs, sleep=self._async_sleep, within=self._transport.within
+        )

@@ -46,13 +46,28 @@ Deliberate differences that remain, and why:
   random password) and one ready token each. A node is for tests and rehearsals, not for keeping data.
 - No container runtime: an image is a folder and a venv on this machine. ``FROM`` is the node's own
   Python, ``USER`` and OS steps of a RUN chain (apt-get, adduser, ...) are skipped and said so in the build
-  log; RUN lines run as the node's user, so register only functions you trust (as with the SDK's
-  subprocess mode). Tasks run one at a time across all organizations, oldest ready task first.
+  log. Tasks run one at a time across all organizations, oldest ready task first.
+- No pods: task code and RUN lines run as the node's user, confined instead (``sandbox.py``): a clean
+  environment (no ``SUBSTRA_*`` token, no host secret), and with Linux Landlock reads of the system,
+  Python, the function's own image and the task's permitted inputs only, writes to its own folders
+  only (without Landlock a warning says the file system is not confined). Network access is not
+  restricted. A task runs at most ``task_time_limit`` seconds (3600; ``LocalNode(task_time_limit=...)``,
+  CLI ``--task-time-limit``), then FAILED with EXECUTION_ERROR; a killed executor is restarted and
+  the task it held FAILED with INTERNAL_ERROR, the cause in its logs.
 - One shared store: without ``replication_lag`` every organization sees every write at once; with it,
   the lag is the same for every pair of organizations and every kind of asset. PUT (rename) applies at once.
-- A task executing when its plan is cancelled runs to its end (the real server may abort it before it starts).
+- A task executing when its plan is cancelled is stopped at once (its processes killed) and CANCELED, so
+  that a task that never ends cannot hold the node; the real server may let it run to its end.
 - No organization-to-organization proxying (M5) nor HTTP Basic auth (A7): every organization reads
   files from the shared store after the same permission checks.
+- Server-path data samples: organization ``org-N`` registers folders under its own
+  ``<servermedias root>/org-N/`` only (``node.organizations[i].servermedias_root``); a folder holding
+  a symbolic link or a special file is refused (400). A real deployment mounts one servermedias
+  volume per organization.
+- The HTTP edge has limits (``NodeLimits``: body sizes, JSON depth, sample archive size and file
+  count, request-head and body deadlines, a connection cap; ``limits.py``), answered 413 / 408 / 400
+  with a JSON body. Malformed input (NUL bytes, lone surrogates, wrong types where keys are expected,
+  device files in archives...) gets a 400 JSON where the real server may answer 500.
 - Orchestrator error texts follow the documented format (``OE0006: ... already exists``); their exact
   wording is not known, only their codes and statuses.
 - Not copied, because they would only hurt a user of the node: the 500s of the real server on malformed
@@ -66,6 +81,7 @@ no ``key``; create responses of datasets and functions have a string ``descripti
 """
 
 from .faults import FAULT_KINDS, FaultConfig
+from .limits import NodeLimits
 from .node import LocalNode, NodeOrganization
 
-__all__ = ["FAULT_KINDS", "FaultConfig", "LocalNode", "NodeOrganization"]
+__all__ = ["FAULT_KINDS", "FaultConfig", "LocalNode", "NodeLimits", "NodeOrganization"]

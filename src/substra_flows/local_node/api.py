@@ -23,14 +23,18 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, Router
 
 from . import listing, orchestration, permissions
+from .archives import extract_sample
+from .limits import NodeLimits, RequestRejected, check_data, parse_json
 from .listing import Predicate
 from .replication import Replica
+from .servermedias import ServerMedias
 from .sizes import MAX_MESSAGE_BYTES, message_too_large
 from .store import (
     FUNCTION_WAITING,
@@ -139,12 +143,15 @@ class NodeApi:
         throttle: LoginThrottle | None = None,
         replica: Replica | None = None,
         max_message_bytes: int | None = MAX_MESSAGE_BYTES,
+        limits: NodeLimits | None = None,
     ) -> None:
         self.store = store
         self.organizations = organizations
         self.org_ids = [o.organization_id for o in organizations]
         self.workdir = workdir
         self.servermedias_root = servermedias_root
+        self.servermedias = ServerMedias(servermedias_root, [o.name for o in organizations])
+        self.limits = limits or NodeLimits()
         self.on_tasks_ready = on_tasks_ready
         self.token_lifetime = token_lifetime
         self.channel = channel
@@ -233,7 +240,7 @@ class NodeApi:
             response = _json_response(request, {"detail": throttled.detail}, 429)
             response.headers["Retry-After"] = str(throttled.wait)
             return response
-        except ApiError as err:
+        except (ApiError, RequestRejected) as err:
             response = _json_response(request, err.body, err.status)
             if err.status == 401:
                 response.headers["WWW-Authenticate"] = "Token"
@@ -275,18 +282,14 @@ class NodeApi:
     def _base(request: Request, org: OrganizationContext) -> str:
         return f"{request.url.scheme}://{request.url.netloc}{org.prefix}"
 
-    @staticmethod
-    async def _body(request: Request) -> dict[str, Any]:
-        """JSON or form body as a dict (lists kept for repeated form fields)."""
+    async def _body(self, request: Request) -> dict[str, Any]:
+        """JSON or form body as a dict (lists kept for repeated form fields), checked by limits.py."""
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("application/json"):
             raw = await request.body()
             if not raw:
                 return {}
-            try:
-                body = json.loads(raw)
-            except ValueError as exc:
-                raise detail(400, f"JSON parse error - {exc}") from exc
+            body = parse_json(raw, self.limits)
             if not isinstance(body, dict):
                 raise ApiError(400, {"non_field_errors": ["Invalid data. Expected a dictionary."]})
             return body
@@ -296,18 +299,20 @@ class NodeApi:
             for key in form:
                 values = form.getlist(key)
                 out[key] = values if len(values) > 1 else values[0]
+            check_data({k: v for k, v in out.items() if isinstance(v, (str, list))}, self.limits)
             return out
         return {}
 
-    @staticmethod
-    def _multipart_json(form: Any) -> dict[str, Any]:
+    def _multipart_json(self, form: Any) -> dict[str, Any]:
         raw = form.get("json")
         if raw is None:
             return {}
-        try:
-            body = json.loads(raw if isinstance(raw, str) else raw.decode())
-        except ValueError as exc:
-            raise detail(400, f"JSON parse error - {exc}") from exc
+        if not isinstance(raw, str):
+            try:
+                raw = raw.decode()
+            except (AttributeError, UnicodeDecodeError) as exc:
+                raise detail(400, f"JSON parse error - {exc}") from exc
+        body = parse_json(raw, self.limits)
         if not isinstance(body, dict):
             raise detail(400, "Invalid data. Expected a dictionary.")
         return body
@@ -649,7 +654,7 @@ class NodeApi:
             dataset_keys = self._sample_dataset_keys(spec, org)
             if not uploads:
                 raise detail(400, "No data sample provided.")
-            folders = [self._extract_sample(upload) for upload in uploads]
+            folders = [await self._extract_sample(upload) for upload in uploads]
         else:
             spec = await self._body(request)
             dataset_keys = self._sample_dataset_keys(spec, org)
@@ -660,9 +665,9 @@ class NodeApi:
             else:
                 raise detail(400, "missing field 'path' or 'paths'")
             if spec.get("multiple") and len(raw_paths) == 1:
-                parent = self._servermedia_dir(raw_paths[0])
+                parent = self.servermedias.parent_folder(raw_paths[0], org.name)
                 raw_paths = [str(p) for p in sorted(parent.iterdir()) if p.is_dir()]
-            folders = [self._servermedia_dir(p) for p in raw_paths]
+            folders = [self.servermedias.sample_folder(p, org.name) for p in raw_paths]
         created = []
         with self.store.lock:
             for folder in folders:
@@ -710,35 +715,10 @@ class NodeApi:
             )
         return list(keys)
 
-    def _servermedia_dir(self, raw: Any) -> Path:
-        if not isinstance(raw, str) or not raw:
-            raise detail(400, f"Invalid path {raw!r}")
-        path = Path(raw)
-        root = self.servermedias_root.resolve()
-        if path.is_symlink():
-            raise detail(400, f"Path {raw} is a symbolic link, which is not allowed")
-        resolved = path.resolve()
-        if root not in resolved.parents and resolved != root:
-            raise detail(400, f"Path {raw} is not under the server media root {root}")
-        if not resolved.is_dir():
-            raise detail(400, f"Path {raw} is not an existing directory")
-        if not any(resolved.iterdir()):
-            raise detail(400, f"Directory {raw} is empty")
-        return resolved
-
-    def _extract_sample(self, upload: UploadFile) -> Path:
+    async def _extract_sample(self, upload: UploadFile) -> Path:
+        """Extract an uploaded sample archive within the limits, off the event loop."""
         target = self.workdir / "uploaded-samples" / str(uuid.uuid4())
-        target.mkdir(parents=True)
-        upload.file.seek(0)
-        data = upload.file.read()
-        try:
-            _safe_extract(data, target)
-        except ValueError as exc:
-            shutil.rmtree(target, ignore_errors=True)
-            raise detail(400, str(exc)) from exc
-        if not any(p.is_file() for p in target.rglob("*")):
-            shutil.rmtree(target, ignore_errors=True)
-            raise detail(400, "The archive contains no file")
+        await run_in_threadpool(extract_sample, upload.file, target, self.limits)
         return target
 
     async def sample_item(self, request: Request, org: OrganizationContext, _: Token) -> Response:
@@ -1624,27 +1604,6 @@ def _archive_problem(data: bytes) -> str | None:
     if len(names) < 2:
         return "Ensure your archive contains at least one python file."
     return None
-
-
-def _safe_extract(data: bytes, target: Path) -> None:
-    """Extract a zip or tar archive, refusing entries that would land outside ``target``."""
-    members = _archive_members(data)
-    if members is None:
-        raise ValueError("Archive must be zip or tar.*")
-    kind, names = members
-    for name in names:
-        problem = _entry_problem(name)
-        if problem:
-            raise ValueError(problem)
-    if kind == "zip":
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            archive.extractall(target)
-    else:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
-            for member in archive.getmembers():
-                if member.issym() or member.islnk():
-                    raise ValueError(f"Archive entry {member.name!r} is a link, which is not allowed")
-            archive.extractall(target, filter="data")
 
 
 def _folder_checksum(folder: Path) -> str:

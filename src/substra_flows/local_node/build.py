@@ -18,7 +18,8 @@ What a folder cannot be, the build says in its log and skips: ``FROM`` (the imag
 node's), ``USER``, and operating-system steps inside a RUN chain (``apt-get``, ``adduser``...);
 ``python -m venv <path>`` is skipped too, its path becoming an alias of the function's venv (so an
 ``ENV PATH=<path>/bin:$PATH`` that follows points at it). RUN lines run on this machine as the node's
-user: register only functions you trust, as with the SDK's own subprocess mode.
+user, confined as task code is (``sandbox.py``): a clean environment, and with Landlock writes to
+their own image folder only and no reads of the node's store; the node's stop kills those still running.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import queue
 import re
 import shlex
 import shutil
+import signal
 import site
 import subprocess
 import sys
@@ -106,8 +108,11 @@ def parse_dockerfile(text: str) -> list[tuple[str, str]]:
 class ImageBuilder:
     """Applies one function's Dockerfile to its image folder."""
 
-    def __init__(self, folder: Path, build_env: Mapping[str, str], log: Any) -> None:
+    def __init__(
+        self, folder: Path, build_env: Mapping[str, str], log: Any, running: set[subprocess.Popen[bytes]] | None = None
+    ) -> None:
         self.folder = folder
+        self._running = running if running is not None else set()
         self.context = folder / "context"
         self.root = folder / "fs"
         self.venv = folder / "venv"
@@ -242,18 +247,34 @@ class ImageBuilder:
         return " && ".join(kept)
 
     def _execute(self, command: list[str] | str) -> None:
+        from .sandbox import Confinement, clean_environment
+
         cwd = self._host(self.workdir)
-        env = {**os.environ, **self.env, "PIP_DISABLE_PIP_VERSION_CHECK": "1", **self._build_env}
-        env.pop("PYTHONHOME", None)
+        env = clean_environment(
+            self.folder / "home", {**self.env, "PIP_DISABLE_PIP_VERSION_CHECK": "1", **self._build_env}
+        )
         argv = command if isinstance(command, list) else ["/bin/sh", "-c", command]
         self._log.flush()
-        completed = subprocess.run(
-            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, check=False
-        )
-        if completed.returncode != 0:
+        with Confinement([], [self.folder], hidden=[self.folder.parent.parent]) as confined:
+            process = subprocess.Popen(
+                confined.argv(argv),
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                pass_fds=confined.fds,
+                start_new_session=True,  # the node's stop kills the step and what it started
+            )
+            self._running.add(process)
+            try:
+                returncode = process.wait()
+            finally:
+                self._running.discard(process)
+        if returncode != 0:
             raise BuildError(
                 f"RUN {command if isinstance(command, str) else json.dumps(command)} "
-                f"returned a non-zero code: {completed.returncode}"
+                f"returned a non-zero code: {returncode}"
             )
 
     def _image_path(self, value: str) -> PurePosixPath:
@@ -270,13 +291,21 @@ class ImageBuilder:
         return text
 
     def _expand(self, text: str) -> str:
-        return re.sub(r"\$\{?(\w+)\}?", lambda m: self.env.get(m.group(1), os.environ.get(m.group(1), "")), text)
+        # only the variables a step's environment keeps from the node: `ENV X=$SECRET` expands to nothing
+        return re.sub(r"\$\{?(\w+)\}?", lambda m: self.env.get(m.group(1), _host_variable(m.group(1))), text)
 
 
 def _json_or_split(args: str) -> list[str]:
     if args.startswith("["):
         return [str(a) for a in json.loads(args)]
     return shlex.split(args)
+
+
+def _host_variable(name: str) -> str:
+    """A node environment variable a Dockerfile may expand (locale, PATH...; never a secret)."""
+    from .sandbox import KEPT_VARIABLES
+
+    return os.environ.get(name, "") if name in KEPT_VARIABLES else ""
 
 
 def _create_venv(target: Path) -> None:
@@ -308,17 +337,23 @@ def _node_site_dirs() -> list[str]:
     return [d for d in dict.fromkeys(dirs) if Path(d).is_dir()]
 
 
-def build_image(archive: Path, folder: Path, build_env: Mapping[str, str], log_path: Path) -> Image:
+def build_image(
+    archive: Path,
+    folder: Path,
+    build_env: Mapping[str, str],
+    log_path: Path,
+    running: set[subprocess.Popen[bytes]] | None = None,
+) -> Image:
     """Extract ``archive`` into ``folder`` and apply its Dockerfile; BuildError when a step fails."""
-    from .api import _safe_extract
+    from .archives import extract_function_archive
 
     if folder.exists():
         shutil.rmtree(folder)
     (folder / "context").mkdir(parents=True)
     with log_path.open("ab") as log:
-        builder = ImageBuilder(folder, build_env, log)
+        builder = ImageBuilder(folder, build_env, log, running)
         try:
-            _safe_extract(archive.read_bytes(), builder.context)
+            extract_function_archive(archive.read_bytes(), builder.context)
             return builder.build()
         except BuildError as exc:
             builder.note(f"build failed: {exc}")
@@ -352,6 +387,8 @@ class Builder:
         self._on_built = on_built
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._stopping = threading.Event()
+        #: build steps running now (killed by stop)
+        self._running: set[subprocess.Popen[bytes]] = set()
         self._threads = [
             threading.Thread(target=self._work, name=f"substra-flows-builder-{i}", daemon=True) for i in range(slots)
         ]
@@ -361,13 +398,18 @@ class Builder:
         for thread in self._threads:
             thread.start()
 
-    def stop(self) -> None:
-        """Stop after the builds in progress."""
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop now: the build steps in progress are killed (with what they started)."""
         self._stopping.set()
         for _ in self._threads:
             self._queue.put(None)
+        for process in list(self._running):
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         for thread in self._threads:
-            thread.join(timeout=60)
+            thread.join(timeout=timeout)
 
     def submit(self, function_key: str) -> None:
         """Queue a function just registered (status WAITING)."""
@@ -392,7 +434,7 @@ class Builder:
         log_path = self._folder / f"{key}.build.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            image = build_image(archive, folder, self._env, log_path)
+            image = build_image(archive, folder, self._env, log_path, self._running)
         except BuildError:
             self._stopping.wait(max(0.0, self._seconds - (time.monotonic() - started)))
             with self._store.lock:

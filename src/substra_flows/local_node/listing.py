@@ -118,7 +118,7 @@ def metadata_filter(record: Record, raw: str) -> bool:
         conditions = json.loads(raw)
         if not isinstance(conditions, list):
             return True
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON in the query string
         return True  # a malformed metadata filter is ignored
     metadata = record.get("metadata") or {}
     for cond in conditions:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import logging
 import secrets
 import shutil
@@ -19,6 +20,7 @@ from .api import NodeApi, OrganizationContext
 from .build import Builder
 from .executor import Executor
 from .faults import FaultConfig, FaultInjector
+from .limits import NodeLimits, guarded_protocol, harden
 from .replication import Replica
 from .scheduler import Scheduler
 from .sizes import MAX_MESSAGE_BYTES
@@ -45,11 +47,27 @@ class NodeOrganization:
     username: str
     password: str
     token: str
+    #: the only folder under which this organization may register server-path data samples
+    servermedias_root: Path | None = None
 
     def __repr__(self) -> str:
         return (
             f"NodeOrganization(url={self.url!r}, organization_id={self.organization_id!r}, username={self.username!r})"
         )
+
+
+#: seconds a task may run before it is stopped and FAILED (LocalNode(task_time_limit=...))
+DEFAULT_TASK_TIME_LIMIT = 3600.0
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` only reaches this machine (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _free_socket(host: str, port: int) -> socket.socket:
@@ -98,6 +116,8 @@ class LocalNode:
         replication_lag: float = 0.0,
         login_throttle: int | None = DEFAULT_LOGIN_RATE,
         max_message_bytes: int | None = MAX_MESSAGE_BYTES,
+        limits: NodeLimits | None = None,
+        task_time_limit: float | None = DEFAULT_TASK_TIME_LIMIT,
     ) -> None:
         if organizations < 1:
             raise ValueError(f"organizations must be >= 1, got {organizations!r}")
@@ -120,6 +140,11 @@ class LocalNode:
         self._log_level = log_level
         self._run_tasks = run_tasks
         self._faults = faults
+        #: the HTTP edge's limits (body sizes, sample archives, slow connections; see limits.py)
+        self.limits = limits or NodeLimits()
+        if task_time_limit is not None and task_time_limit <= 0:
+            raise ValueError(f"task_time_limit must be > 0 or None, got {task_time_limit!r}")
+        self._task_time_limit = task_time_limit
         self.fault_injector: FaultInjector | None = None
         self.organizations: list[NodeOrganization] = []
         self.store = Store(replica=Replica(replication_lag))
@@ -142,8 +167,19 @@ class LocalNode:
         return self._port
 
     @property
+    def executor_pid(self) -> int | None:
+        """Process id of the task executor now running (it changes when the node restarts it)."""
+        return None if self._executor is None else self._executor.pid()
+
+    @property
+    def executor_restart_seconds(self) -> list[float]:
+        """How long each restart of the task executor took, after it died."""
+        return [] if self._executor is None else list(self._executor.restart_seconds)
+
+    @property
     def servermedias_root(self) -> Path:
-        """Folder under which data samples may be registered by server path (``local=False``)."""
+        """Root of the server media folders: organization ``org-N`` registers server-path data
+        samples (``local=False``) under ``<root>/org-N/`` only (``organizations[i].servermedias_root``)."""
         assert self.api is not None, "the node is not started"
         return self.api.servermedias_root
 
@@ -170,7 +206,7 @@ class LocalNode:
             for i in range(1, self._requested + 1)
         ]
         self._executor = Executor(workdir, [c.organization_id for c in contexts])
-        self._scheduler = Scheduler(self.store, self._executor, workdir)
+        self._scheduler = Scheduler(self.store, self._executor, workdir, task_time_limit=self._task_time_limit)
         poke = self._scheduler.poke if self._run_tasks else (lambda: None)
         self._builder = Builder(
             self.store,
@@ -192,10 +228,17 @@ class LocalNode:
             throttle=self._throttle,
             replica=self.store.replica,
             max_message_bytes=self._max_message_bytes,
+            limits=self.limits,
         )
         sock = _free_socket(self._host, self._port)
         self._port = sock.getsockname()[1]
-        self.fault_injector = FaultInjector(self.api.build_app(), expire_token=self._expire_token)
+        if not is_loopback(self._host):
+            logger.warning(
+                "the local node listens on %s, beyond loopback: anyone who can reach this address gets every "
+                "organization's API (its data, and the tokens printed at start); it is meant for 127.0.0.1",
+                self._host,
+            )
+        self.fault_injector = FaultInjector(harden(self.api.build_app(), self.limits), expire_token=self._expire_token)
         self.fault_injector.configure(self._faults)
         config = uvicorn.Config(
             self.fault_injector,
@@ -203,6 +246,8 @@ class LocalNode:
             access_log=False,
             lifespan="off",
             timeout_keep_alive=30,
+            timeout_graceful_shutdown=3,  # stop() must not wait for a slow download to end
+            http=guarded_protocol(self.limits),
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
@@ -227,6 +272,7 @@ class LocalNode:
                     username=context.username,
                     password=context.password,
                     token=token.token,
+                    servermedias_root=self.api.servermedias.folder(context.name),
                 )
             )
         return self
@@ -248,15 +294,16 @@ class LocalNode:
                 token.expires_at = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
 
     def stop(self) -> None:
-        """Stop everything and delete the temp dir."""
+        """Stop everything and delete the temp dir, within seconds whatever runs: the task in
+        progress and the build steps in progress are killed."""
         if self._server is not None:
             self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=15)
+        if self._scheduler is not None:
+            self._scheduler.stop()  # closes the executor, cutting the task it runs
         if self._builder is not None:
             self._builder.stop()
-        if self._scheduler is not None:
-            self._scheduler.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
         if self._executor is not None:
             self._executor.close()
         if self._tmp is not None:

@@ -4,10 +4,17 @@ It plays the backend's compute engine: it takes tasks waiting for an executor sl
 whose plan was cancelled or failed meanwhile (as ``abort_task_if_not_runnable`` does), runs the
 others in their function's image (see ``build.py``) and records what they produced. State rules
 live in ``orchestration.py``; this file is only the loop and the hand-off to the executor.
+
+It also supervises the executor: a task past ``task_time_limit`` is stopped and FAILED
+(EXECUTION_ERROR), a task whose plan is cancelled while it runs is stopped and CANCELED, a task
+whose executor process died is FAILED (INTERNAL_ERROR) with the cause in its logs, and the next
+task gets a fresh executor, into which the assets it needs are mirrored again (models of tasks
+run by the dead process included).
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 import threading
@@ -16,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import orchestration
-from .executor import Executor, ExecutorError
+from .executor import Executor, ExecutorDied, ExecutorError, TaskStopped
 from .store import TASK_EXECUTING, TASK_WAITING_EXECUTOR, Store, now
 
 logger = logging.getLogger("substra_flows.local_node")
@@ -25,10 +32,14 @@ logger = logging.getLogger("substra_flows.local_node")
 class Scheduler:
     """Runs tasks whose parents are done and whose image is built, one at a time, oldest first."""
 
-    def __init__(self, store: Store, executor: Executor, workdir: Path) -> None:
+    def __init__(
+        self, store: Store, executor: Executor, workdir: Path, *, task_time_limit: float | None = None
+    ) -> None:
         self._store = store
         self._executor = executor
         self._workdir = workdir
+        self._task_time_limit = task_time_limit
+        self._generation = executor.generation
         self._wakeup = threading.Condition(store.lock)
         self._ready: list[tuple[int, str]] = []
         self._queued: set[str] = set()
@@ -40,12 +51,13 @@ class Scheduler:
         """Start the scheduling thread."""
         self._thread.start()
 
-    def stop(self) -> None:
-        """Ask the thread to stop after the task it runs, and wait for it."""
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread: the task it runs is cut (the executor is closed), then wait for it."""
         with self._wakeup:
             self._stopping = True
             self._wakeup.notify_all()
-        self._thread.join(timeout=60)
+        self._executor.close()
+        self._thread.join(timeout=timeout)
 
     def poke(self) -> None:
         """Tasks were registered or built: queue those waiting for an executor slot."""
@@ -92,24 +104,63 @@ class Scheduler:
                 self._store.refresh_plan(self._store.plans[task["compute_plan_key"]])
                 job = self._job(task)
             steps: list[dict[str, Any]] = []
+            canceled = False
             try:
                 started = time.monotonic()
+                self._prepare_executor()
                 self._mirror(job["mirror"])
                 steps.append(_step("prepare_inputs", started))
                 started = time.monotonic()
-                result = self._executor.run_task(**job["run"])
+                result = self._executor.run_task(
+                    **job["run"],
+                    time_limit=self._task_time_limit,
+                    should_stop=functools.partial(self._stop_reason, task),
+                )
                 steps.append(_step("task_execution", started))
                 ok, outputs = result.ok, result.outputs
                 error_type = None if ok else "EXECUTION_ERROR"
+            except TaskStopped as stop:
+                if stop.reason == "stop":
+                    return  # the node is going away with everything it holds
+                _note(job["run"]["log_path"], f"the task was stopped: {stop}")
+                logger.warning("task %s was stopped: %s", task["key"], stop)
+                ok, outputs, error_type = False, [], "EXECUTION_ERROR"
+                canceled = stop.reason == "cancel"
+            except ExecutorDied as died:
+                _note(
+                    job["run"]["log_path"],
+                    f"the task could not finish: {died}; the executor is restarted for the next tasks",
+                )
+                logger.error("task %s: %s; restarting the executor", task["key"], died)
+                ok, outputs, error_type = False, [], "INTERNAL_ERROR"
             except ExecutorError as exc:
                 logger.error("task %s could not be run: %s", task["key"], exc)
-                with open(job["run"]["log_path"], "a", encoding="utf-8") as log:
-                    log.write(f"\nlocal node: the task could not be run: {exc}\n")
+                _note(job["run"]["log_path"], f"the task could not be run: {exc}")
                 ok, outputs, error_type = False, [], "INTERNAL_ERROR"
             with self._wakeup:
                 started = time.monotonic()
-                self._finish(task, ok, outputs, error_type, job["run"]["log_path"])
+                if canceled:
+                    task["_log_path"] = job["run"]["log_path"]
+                    orchestration.abort(task)
+                    self._store.refresh_plan(self._store.plans[task["compute_plan_key"]])
+                else:
+                    self._finish(task, ok, outputs, error_type, job["run"]["log_path"])
                 task["_profiling"] = [*steps, _step("save_outputs", started)]
+
+    def _prepare_executor(self) -> None:
+        """Restart a dead executor; after any restart, mirror everything again into the new one."""
+        self._executor.ensure_running()
+        if self._executor.generation != self._generation:
+            self._generation = self._executor.generation
+            self._mirrored.clear()
+
+    def _stop_reason(self, task: dict[str, Any]) -> str | None:
+        """Why the running task must stop now (its plan was cancelled), or None."""
+        with self._store.lock:
+            plan = self._store.plans[task["compute_plan_key"]]
+            if orchestration.is_terminated(plan):
+                return f"its compute plan {plan['key']} was cancelled while it ran"
+        return None
 
     def _job(self, task: dict[str, Any]) -> dict[str, Any]:
         """Snapshot (under the lock) of what the executor needs to run a task."""
@@ -152,6 +203,31 @@ class Scheduler:
                         },
                     )
                 )
+        for entry in (_sdk_input(store, e) for e in task["inputs"]):
+            parent_key = entry.get("parent_task_key")
+            if not parent_key:
+                continue
+            parent = store.tasks[parent_key]
+            for model in orchestration.models_of_output(store, parent_key, entry["parent_task_output_identifier"]):
+                if model.get("_path"):
+                    mirror.append(
+                        (
+                            "output",
+                            {
+                                "owner": task["owner"],
+                                "task_key": parent_key,
+                                "compute_plan_key": parent["compute_plan_key"],
+                                "rank": parent["rank"],
+                                "worker": parent["worker"],
+                                "function_key": function["key"],
+                                "identifier": entry["parent_task_output_identifier"],
+                                "model_key": model["key"],
+                                "path": model["_path"],
+                                "checksum": model["_checksum"],
+                                "permissions": model["permissions"]["process"],
+                            },
+                        )
+                    )
         for entry in task["inputs"]:
             kind = function["inputs"][entry["identifier"]]["kind"]
             if kind == "ASSET_DATA_SAMPLE" and dataset_key:
@@ -202,6 +278,12 @@ class Scheduler:
                         owner=spec["owner"], dataset_key=spec["dataset_key"], data_sample_keys=[spec["key"]]
                     )
                     self._mirrored.add(link_id)
+                continue
+            if kind == "output":  # a model made by an earlier executor process: no-op in the one that made it
+                output_id = ("output", f"{spec['task_key']}/{spec['identifier']}")
+                if output_id not in self._mirrored:
+                    self._executor.restore_output(**spec)
+                    self._mirrored.add(output_id)
                 continue
             ident = (kind, spec["key"])
             if ident in self._mirrored:
@@ -273,6 +355,13 @@ def _sdk_input(store: Store, entry: dict[str, Any]) -> dict[str, Any]:
         "parent_task_key": model["compute_task_key"],
         "parent_task_output_identifier": model["_identifier"],
     }
+
+
+def _note(log_path: str, text: str) -> None:
+    """Append the node's own word on a task to its log (served with the task's logs)."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"\nlocal node: {text}\n")
 
 
 def _step(name: str, started: float) -> dict[str, Any]:
