@@ -26,6 +26,7 @@ from airflow_provider.triggers.substra import (
     FAILED,
     SUCCESS,
     TIMEOUT,
+    WAIT_TRY_XCOM_KEY,
     SubstraComputePlanTrigger,
     check_event,
 )
@@ -445,6 +446,9 @@ class SubstraAddComputePlanOperator(SubstraBaseOperator):
         except FutureTimeoutError:
             pass  # still running: defer
         end_time = None if self.timeout is None else time.time() + self.timeout
+        ti = context["ti"]
+        # which try waits for the plan: the trigger cancels it only for a stopped try that is still the latest
+        ti.xcom_push(key=WAIT_TRY_XCOM_KEY, value=int(getattr(ti, "try_number", 0) or 0))
         self.log.info("Deferring the wait for compute plan %s to the triggerer", key)
         self.defer(
             trigger=SubstraComputePlanTrigger(
