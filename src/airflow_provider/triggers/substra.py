@@ -61,8 +61,11 @@ def _status_text(asset: Any) -> str | None:
 def _failure_payload(error: FutureFailureError) -> dict[str, Any]:
     """Event fields of a failed or canceled target: culprit task keys and the tail of their logs."""
     status = error.status or ""
+    # a failed task behind the error means a failure, even when the plan reads CANCELED (the failure
+    # aborted the queued tasks); without one, the target was canceled or will never run after a cancel
+    canceled = not error.failed_task_keys and not status.endswith("FAILED")
     return {
-        "status": CANCELED if status.endswith("CANCELED") else FAILED,
+        "status": CANCELED if canceled else FAILED,
         "asset_status": error.status,
         "message": str(error),
         "failed_task_keys": list(error.failed_task_keys),
