@@ -392,7 +392,7 @@ class SubstraAddComputePlanOperator(SubstraBaseOperator):
         if not isinstance(spec, Mapping):
             raise TypeError(f"compute_plan must be a ComputePlanSpec dict, got {type(spec).__name__}")
         key = steps.given_compute_plan_key(spec, self.compute_plan_key)
-        if not key:
+        if key is None:
             ti = context["ti"]
             key = derive_compute_plan_key(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1))
         return {**spec, "key": key}
