@@ -316,3 +316,46 @@ def steps_derive(*parts: str) -> str:
     from substra_flows.steps import derive_key
 
     return derive_key(*parts)
+
+
+# -- crashes -------------------------------------------------------------------------------------------------
+
+
+def test_a_crashed_run_ends_crashed_and_says_its_plan_keeps_running(fake_steps: FakeSteps, unit_credentials):
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    from tests.prefect._helpers import run_logs
+
+    fake_steps.wait_compute_plan.script(SimulatedCrash("the process died"))
+    name = f"crash-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(SimulatedCrash):
+        run_compute_plan.with_options(flow_run_name=name)(unit_credentials, SPEC, polling_period=0)
+    with get_client(sync_client=True) as client:
+        (crashed,) = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])))
+    assert crashed.state is not None and crashed.state.is_crashed()
+    key = compute_plan_key_for_run(flow_run_id=crashed.id)
+    assert fake_steps.cancel_compute_plan.count == 0 and fake_steps.cancel_latest_attempt.count == 0
+    messages = [log.message for log in run_logs(crashed.id)]
+    assert any(f"compute plan {key} is left running; retry this flow run" in m for m in messages), messages
+
+
+def test_the_zombie_automation_marks_silent_runs_crashed_and_is_created_once():
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+
+    from substra_flows.prefect import ensure_zombie_automation, zombie_automation
+    from substra_flows.prefect.crashes import ZOMBIE_AUTOMATION_NAME
+
+    automation = zombie_automation(timedelta(seconds=90))
+    trigger = automation.trigger
+    assert trigger.after == {"prefect.flow-run.heartbeat"} and trigger.within == timedelta(seconds=90)
+    assert {"prefect.flow-run.Completed", "prefect.flow-run.Crashed"} <= trigger.expect
+    assert [a.state for a in automation.actions] == [StateType.CRASHED]
+    first = ensure_zombie_automation(timedelta(seconds=90))
+    assert ensure_zombie_automation(timedelta(seconds=90)) == first
+    saved = Automation.read(name=ZOMBIE_AUTOMATION_NAME)
+    assert saved.id == first and saved.enabled
+    with pytest.raises(ValueError, match="silence"):
+        zombie_automation(timedelta(0))

@@ -33,6 +33,7 @@ from substra_flows.prefect.tasks import add_compute_plan, get_performances, wait
 __all__ = [
     "cancel_compute_plan_on_cancellation",
     "compute_plan_key_for_run",
+    "leave_plan_running_on_crash",
     "run_compute_plan",
     "run_identity_of",
 ]
@@ -200,7 +201,36 @@ def cancel_compute_plan_on_cancellation(flow: Flow[..., Any], flow_run: FlowRun,
     _cancel_quietly(credentials, key, f"flow run entered {state.name}", logger, latest_attempt=running is None)
 
 
-@flow(name="substra-run-compute-plan", on_cancellation=[cancel_compute_plan_on_cancellation])
+def leave_plan_running_on_crash(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]) -> None:
+    """``on_crashed`` hook: say which plan keeps running, and that a retry of this run waits for it.
+
+    A crash (the process died, or was marked Crashed by the zombie automation of
+    :mod:`substra_flows.prefect.crashes`) is not a decision to stop: the plan is not cancelled, and a
+    retry or rerun of the same run finds it again (see :mod:`substra_flows.steps.attempts`).
+    """
+    logger: Any = flow_run_logger(flow_run, flow)
+    running = _RUNNING.pop(str(flow_run.id), None)
+    if running is not None:
+        what = f"compute plan {running[1]}"
+    else:
+        compute_plan = (flow_run.parameters or {}).get("compute_plan")
+        spec = compute_plan if isinstance(compute_plan, Mapping) else {}
+        try:
+            what = f"the latest attempt of run {_run_key(spec, flow_run)}"
+        except Exception:  # the server is unreachable: say it without the key
+            what = "its compute plan"
+    logger.warning(
+        "flow run crashed (%s): %s is left running; retry this flow run (or rerun the same day) to wait for it again",
+        state.message or state.name,
+        what,
+    )
+
+
+@flow(
+    name="substra-run-compute-plan",
+    on_cancellation=[cancel_compute_plan_on_cancellation],
+    on_crashed=[leave_plan_running_on_crash],
+)
 def run_compute_plan(
     credentials: Union[SubstraCredentials, str],
     compute_plan: dict[str, Any],
@@ -231,6 +261,7 @@ def run_compute_plan(
     prefix = artifact_key_prefix
     caller = _calling_flow_run_id()  # a subflow publishes its artifacts on the user's flow run as well
     key = run_key
+    crashing = False
     try:
         submitted = add_compute_plan(block, {**compute_plan, "key": run_key}, on_failed=on_failed)
         key, link = submitted["compute_plan_key"], submitted["link"]
@@ -289,6 +320,9 @@ def run_compute_plan(
         if reason is not None:
             # before the submission returned, only the run key is known: cancel its latest attempt
             _cancel_quietly(block, key, reason, logger, latest_attempt=run_id not in _RUNNING)
+        elif not isinstance(interruption, Exception):
+            crashing = True  # the on_crashed hook still names the plan, then forgets it
         raise
     finally:
-        _RUNNING.pop(run_id, None)
+        if not crashing:
+            _RUNNING.pop(run_id, None)
