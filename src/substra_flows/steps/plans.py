@@ -251,7 +251,7 @@ def submit_compute_plan(
     missing = [t for t in tasks if t.task_id not in existing]
     if missing:
         client.add_compute_plan_tasks(spec.key, missing, batch_size=batch_size)
-    logger.info(
+    logger.debug(  # the faces report the outcome once, with the plan's link
         "compute plan %s (attempt %d of run %s) %s: %d task(s) added, %d already registered",
         spec.key,
         attempt.number,
@@ -480,7 +480,7 @@ def cancel_compute_plan(client: Any, compute_plan_key: str) -> bool:
     compute_plan_key = check_key(compute_plan_key, "compute_plan_key")
     status = waiting.status_of(client.get_compute_plan(compute_plan_key))
     if status in _FINAL_PLAN_STATUSES:
-        logger.info("compute plan %s is already final (%s): nothing to cancel", compute_plan_key, status)
+        logger.debug("compute plan %s is already final (%s): nothing to cancel", compute_plan_key, status)
         return False
     try:
         client.cancel_compute_plan(compute_plan_key)
@@ -490,7 +490,7 @@ def cancel_compute_plan(client: Any, compute_plan_key: str) -> bool:
             raise
         logger.info("compute plan %s: cancel answered %s, but the plan is %s", compute_plan_key, error, status)
         return status == models.ComputePlanStatus.canceled.value
-    logger.info("compute plan %s canceled", compute_plan_key)
+    logger.debug("compute plan %s canceled", compute_plan_key)
     return True
 
 
