@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from substra_flows import steps, waiting
+from substra_flows.exceptions import FutureFailureError
 
 PLAN_DONE, PLAN_DOING = "PLAN_STATUS_DONE", "PLAN_STATUS_DOING"
 PLAN_FAILED, PLAN_CANCELED = "PLAN_STATUS_FAILED", "PLAN_STATUS_CANCELED"
@@ -52,6 +53,9 @@ class Submitted:
     compute_plan_key: str
     created: bool
     added_task_keys: list[str] = field(default_factory=list)
+    attempt: int = 1
+    run_key: str = ""
+    status: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,6 +69,7 @@ class FakeSubstra:
         self.failed_task: dict[str, str] = {}
         self.logs: dict[str, str] = {}
         self.plans: dict[str, dict[str, Any]] = {}
+        self.attempts: dict[str, list[str]] = {}  # run key -> keys of its attempts, in order
         self.calls: list[tuple[str, Any]] = []
         self.fetches: dict[str, int] = {}
         self.sleep = lambda seconds: None
@@ -103,6 +108,13 @@ class FakeSubstra:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, "fake/" + "/".join(parts)))
 
     given_compute_plan_key = staticmethod(steps.given_compute_plan_key)  # pure: the real one
+    ON_FAILED = steps.ON_FAILED
+
+    def status(self, key: str) -> str:
+        """What the next fetch of a plan would answer."""
+        with self.lock:
+            statuses = self.scripts.get(key) or [PLAN_DOING]
+            return statuses[0]
 
     def register_dataset(self, client: Any, **kwargs: Any) -> Registered:
         self.calls.append(("register_dataset", kwargs))
@@ -131,33 +143,67 @@ class FakeSubstra:
         *,
         run_identity: Sequence[str] | None = None,
         batch_size: int = 500,
+        on_failed: str = "retry",
     ) -> Submitted:
+        """The attempt rule of the real step, on scripted statuses."""
         self.calls.append(("submit_compute_plan", dict(compute_plan)))
-        key = compute_plan["key"]
-        created = key not in self.plans
+        run_key = compute_plan["key"]
+        attempts = self.attempts.setdefault(run_key, [])
+        status = self.status(attempts[-1]) if attempts else None
+        if status in (PLAN_FAILED, PLAN_CANCELED) and on_failed == "fail":
+            raise FutureFailureError(
+                f"compute plan {attempts[-1]} failed (attempt {len(attempts)} of run {run_key}); on_failed='fail'",
+                key=attempts[-1],
+                kind="compute plan",
+                status=status,
+            )
+        created = not attempts or status in (PLAN_FAILED, PLAN_CANCELED)
+        if created:
+            attempts.append(steps.attempt_key(run_key, len(attempts) + 1))
+        key = attempts[-1]
         self.plans.setdefault(key, dict(compute_plan))
         tasks = [t["task_id"] for t in compute_plan.get("tasks", [])] if created else []
-        return Submitted(key, created, tasks)
+        return Submitted(key, created, tasks, len(attempts), run_key, None if created else status)
 
-    def wait_compute_plan(self, client: Any, key: str, *, timeout: float | None = None, polling_period: float = 5.0):
+    def wait_compute_plan(
+        self,
+        client: Any,
+        key: str,
+        *,
+        timeout: float | None = None,
+        polling_period: float = 5.0,
+        on_progress: Any = None,
+    ) -> Any:
         self.calls.append(("wait_compute_plan", key))
         return waiting.run_sync(
             self._machine(waiting.WaitKind.compute_plan, key, timeout, polling_period),
             fetch=self._fetch,
             fetch_logs=self._logs,
             sleep=self.sleep,
+            report=on_progress,
         )
 
-    def wait_task(self, client: Any, key: str, *, timeout: float | None = None, polling_period: float = 5.0) -> Any:
+    def wait_task(
+        self,
+        client: Any,
+        key: str,
+        *,
+        timeout: float | None = None,
+        polling_period: float = 5.0,
+        on_progress: Any = None,
+    ) -> Any:
         self.calls.append(("wait_task", key))
         return waiting.run_sync(
             self._machine(waiting.WaitKind.task, key, timeout, polling_period),
             fetch=self._fetch,
             fetch_logs=self._logs,
             sleep=self.sleep,
+            report=on_progress,
         )
 
-    async def _async_wait(self, kind: waiting.WaitKind, key: str, timeout: float | None, polling_period: float) -> Any:
+    async def _async_wait(
+        self, kind: waiting.WaitKind, key: str, timeout: float | None, polling_period: float, on_progress: Any = None
+    ) -> Any:
         async def fetch(k: waiting.WaitKind, asset_key: str) -> Any:
             return self._fetch(k, asset_key)
 
@@ -165,20 +211,36 @@ class FakeSubstra:
             return self._logs(task_key, lines)
 
         return await waiting.run_async(
-            self._machine(kind, key, timeout, polling_period), fetch=fetch, fetch_logs=fetch_logs, sleep=asyncio.sleep
+            self._machine(kind, key, timeout, polling_period),
+            fetch=fetch,
+            fetch_logs=fetch_logs,
+            sleep=asyncio.sleep,
+            report=on_progress,
         )
 
     async def async_wait_compute_plan(
-        self, client: Any, key: str, *, timeout: float | None = None, polling_period: float = 5.0
+        self,
+        client: Any,
+        key: str,
+        *,
+        timeout: float | None = None,
+        polling_period: float = 5.0,
+        on_progress: Any = None,
     ) -> Any:
         self.calls.append(("async_wait_compute_plan", key))
-        return await self._async_wait(waiting.WaitKind.compute_plan, key, timeout, polling_period)
+        return await self._async_wait(waiting.WaitKind.compute_plan, key, timeout, polling_period, on_progress)
 
     async def async_wait_task(
-        self, client: Any, key: str, *, timeout: float | None = None, polling_period: float = 5.0
+        self,
+        client: Any,
+        key: str,
+        *,
+        timeout: float | None = None,
+        polling_period: float = 5.0,
+        on_progress: Any = None,
     ) -> Any:
         self.calls.append(("async_wait_task", key))
-        return await self._async_wait(waiting.WaitKind.task, key, timeout, polling_period)
+        return await self._async_wait(waiting.WaitKind.task, key, timeout, polling_period, on_progress)
 
     def fetch_performances(self, client: Any, key: str) -> list[dict[str, Any]]:
         self.calls.append(("fetch_performances", key))
@@ -219,6 +281,9 @@ class FakeTI:
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcom[key] = value
+
+    def xcom_pull(self, task_ids: Any = None, key: str = "return_value") -> Any:
+        return self.xcom.get(key)
 
     def get_first_reschedule_date(self, context: Any) -> Any:
         return self.first_reschedule_date

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from substra_flows import models, steps
+from substra_flows.waiting import Progress, WaitKind, progress_of
 
 OWNER = "MyOrg1MSP"
 DATASET_KEY = "0c5d7bd0-0000-4000-8000-000000000001"
@@ -109,12 +110,15 @@ class FakeSteps:
             "register_function", lambda client, **_: steps.RegisteredFunction(FUNCTION_KEY, True)
         )
         self.submit_compute_plan = StepDouble("submit_compute_plan", self._submit)
-        self.wait_compute_plan = StepDouble("wait_compute_plan", lambda client, key, **_: plan(key))
-        self.async_wait_compute_plan = AsyncStepDouble("async_wait_compute_plan", lambda client, key, **_: plan(key))
-        self.wait_task = StepDouble("wait_task", lambda client, key, **_: compute_task(key))
-        self.async_wait_task = AsyncStepDouble("async_wait_task", lambda client, key, **_: compute_task(key))
+        self.wait_compute_plan = StepDouble("wait_compute_plan", _reported(WaitKind.compute_plan, plan))
+        self.async_wait_compute_plan = AsyncStepDouble(
+            "async_wait_compute_plan", _areported(WaitKind.compute_plan, plan)
+        )
+        self.wait_task = StepDouble("wait_task", _reported(WaitKind.task, compute_task))
+        self.async_wait_task = AsyncStepDouble("async_wait_task", _areported(WaitKind.task, compute_task))
         self.fetch_performances = StepDouble("fetch_performances", lambda client, key: performance_rows(key))
         self.cancel_compute_plan = StepDouble("cancel_compute_plan", lambda client, key: True)
+        self.cancel_latest_attempt = StepDouble("cancel_latest_attempt", lambda client, key: (key, True))
         self.leaderboard = StepDouble("leaderboard", lambda client, **_: [])
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,14 +132,56 @@ class FakeSteps:
         return steps.RegisteredDataset(DATASET_KEY, keys, keys, True)
 
     def _submit(
-        self, client: Any, spec: Any, *, run_identity: Any = None, compute_plan_key: Any = None, batch_size: int = 500
+        self,
+        client: Any,
+        spec: Any,
+        *,
+        run_identity: Any = None,
+        compute_plan_key: Any = None,
+        batch_size: int = 500,
+        on_failed: str = "retry",
     ) -> Any:
+        """Attempt 1 of the run, created once then found (tests of later attempts script their own outcome)."""
         key = steps.resolve_compute_plan_key(spec, compute_plan_key, run_identity)
         created = key not in self.created_plans
         self.created_plans.add(key)
         raw = spec.model_dump(exclude_unset=True) if hasattr(spec, "model_dump") else spec
         tasks = [t["task_id"] for t in raw.get("tasks", [])] if created else []
-        return steps.SubmittedPlan(compute_plan_key=key, created=created, added_task_keys=tasks)
+        return steps.SubmittedPlan(
+            compute_plan_key=key,
+            created=created,
+            added_task_keys=tasks,
+            run_key=key,
+            status=None if created else "PLAN_STATUS_DOING",
+        )
+
+
+def _final(kind: WaitKind, found: Any) -> Progress:
+    return progress_of(kind, found.key, found, 0.0, final=True)
+
+
+def _reported(kind: WaitKind, make: Callable[[str], Any]) -> Callable[..., Any]:
+    """A wait that ends at once, handing its one (final) progress report to ``on_progress``."""
+
+    def wait(client: Any, key: str, *, on_progress: Any = None, **_: Any) -> Any:
+        found = make(key)
+        if on_progress is not None:
+            on_progress(_final(kind, found))
+        return found
+
+    return wait
+
+
+def _areported(kind: WaitKind, make: Callable[[str], Any]) -> Callable[..., Any]:
+    """:func:`_reported` for awaitable waits (``on_progress`` is then awaitable)."""
+
+    async def wait(client: Any, key: str, *, on_progress: Any = None, **_: Any) -> Any:
+        found = make(key)
+        if on_progress is not None:
+            await on_progress(_final(kind, found))
+        return found
+
+    return wait
 
 
 def _sample_key(path: Any) -> str:

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from substra_flows import exceptions as exc
-from substra_flows.waiting import MIN_OVERRUN, Fetch, Sleep, WaitKind, run_sync, wait_machine
+from substra_flows.waiting import MIN_OVERRUN, Fetch, Report, Sleep, WaitKind, run_sync, wait_machine
 
 
 class Clock:
@@ -33,7 +33,8 @@ def test_each_fetch_carries_what_is_left_of_the_timeout_plus_one_period():
     first = next(machine)
     assert first == Fetch(WaitKind.compute_plan, "p", budget=13)
     clock.now += 4  # the first status request took 4 s
-    assert machine.send(doing()) == Sleep(3)
+    assert isinstance(machine.send(doing()), Report)  # the first look is reported
+    assert machine.send(None) == Sleep(3)
     clock.now += 3
     assert machine.send(None) == Fetch(WaitKind.compute_plan, "p", budget=6)
 

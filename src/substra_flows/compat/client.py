@@ -191,6 +191,7 @@ class Client(SubstraClient, substra.Client):
         polling_period: float = 2.0,
         raise_on_failure: bool = True,
         not_found_grace: float = waiting.NOT_FOUND_GRACE,
+        on_progress: waiting.ProgressCallback | None = None,
     ) -> Any:
         """As ``substra.Client.wait_task``."""
         return super().wait_task(
@@ -199,6 +200,7 @@ class Client(SubstraClient, substra.Client):
             polling_period=polling_period,
             raise_on_failure=raise_on_failure,
             not_found_grace=not_found_grace,
+            on_progress=on_progress,
         )
 
     def wait_compute_plan(
@@ -209,6 +211,7 @@ class Client(SubstraClient, substra.Client):
         polling_period: float = 2.0,
         raise_on_failure: bool = True,
         not_found_grace: float = waiting.NOT_FOUND_GRACE,
+        on_progress: waiting.ProgressCallback | None = None,
     ) -> Any:
         """As ``substra.Client.wait_compute_plan``."""
         return super().wait_compute_plan(
@@ -217,6 +220,7 @@ class Client(SubstraClient, substra.Client):
             polling_period=polling_period,
             raise_on_failure=raise_on_failure,
             not_found_grace=not_found_grace,
+            on_progress=on_progress,
         )
 
     def wait_function(
@@ -227,6 +231,7 @@ class Client(SubstraClient, substra.Client):
         polling_period: float = 1.0,
         raise_on_failure: bool = True,
         not_found_grace: float = waiting.NOT_FOUND_GRACE,
+        on_progress: waiting.ProgressCallback | None = None,
     ) -> Any:
         """As ``substra.Client.wait_function``."""
         return super().wait_function(
@@ -235,6 +240,7 @@ class Client(SubstraClient, substra.Client):
             polling_period=polling_period,
             raise_on_failure=raise_on_failure,
             not_found_grace=not_found_grace,
+            on_progress=on_progress,
         )
 
     def download_dataset(self, key: str, destination_folder: str | os.PathLike[str]) -> pathlib.Path:
