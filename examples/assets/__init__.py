@@ -178,8 +178,14 @@ def _check_plan_arguments(function_keys: Mapping[str, str], orgs: Sequence[Any],
                 raise ValueError(f"organization {_field(org, 'organization_id')!r} has no {samples}")
 
 
+def _task_id(compute_plan_key: str | None, task_name: str) -> str:
+    """The task's key under the plan key, or its name when the plan has no key yet (the submission
+    then derives the same key, :func:`task_key`, under whichever attempt's key it submits)."""
+    return task_key(compute_plan_key, task_name) if compute_plan_key else task_name
+
+
 def _evaluation_tasks(
-    compute_plan_key: str,
+    compute_plan_key: str | None,
     orgs: Sequence[Any],
     model_task: str,
     round_idx: int,
@@ -192,7 +198,7 @@ def _evaluation_tasks(
         org_id = _field(org, "organization_id")
         data = [{"identifier": "opener", "asset_key": _field(org, "dataset_key")}]
         data += [{"identifier": "datasamples", "asset_key": k} for k in _field(org, "test_sample_keys")]
-        predict_key = task_key(compute_plan_key, f"predict/{round_idx}/{org_id}")
+        predict_key = _task_id(compute_plan_key, f"predict/{round_idx}/{org_id}")
         tasks.append(
             {
                 "task_id": predict_key,
@@ -206,7 +212,7 @@ def _evaluation_tasks(
         )
         tasks.append(
             {
-                "task_id": task_key(compute_plan_key, f"score/{round_idx}/{org_id}"),
+                "task_id": _task_id(compute_plan_key, f"score/{round_idx}/{org_id}"),
                 "function_key": function_keys["score"],
                 "worker": org_id,
                 "inputs": data
@@ -233,7 +239,7 @@ def task_key(compute_plan_key: str, task_name: str) -> str:
 
 def build_federated_plan(
     *,
-    compute_plan_key: str,
+    compute_plan_key: str | None = None,
     name: str,
     function_keys: Mapping[str, str],
     orgs: Sequence[Any],
@@ -244,7 +250,13 @@ def build_federated_plan(
 ) -> dict[str, Any]:
     """A ComputePlanSpec dict: ``rounds`` of train on every organization + aggregate on the first,
     then predict and score on every organization's test samples with the last aggregate (after
-    every round's aggregate with ``evaluate_every_round``, for learning curves)."""
+    every round's aggregate with ``evaluate_every_round``, for learning curves).
+
+    Tasks are named ``train/<round>/<org>``, ``aggregate/<round>``, ``predict/<round>/<org>`` and
+    ``score/<round>/<org>``. With ``compute_plan_key`` the spec has that key and task keys
+    ``task_key(compute_plan_key, name)``; without, it has no key and the names are its task ids,
+    for a submission that picks the key (a run's attempt): the task keys are then
+    ``task_key(<the submitted key>, name)``."""
     _check_plan_arguments(function_keys, orgs, rounds)
     org_ids = [_field(o, "organization_id") for o in orgs]
     shared = {"public": False, "authorized_ids": org_ids}
@@ -264,7 +276,7 @@ def build_federated_plan(
     for round_idx in range(rounds):
         train_keys = []
         for org in orgs:
-            key = task_key(compute_plan_key, f"train/{round_idx}/{_field(org, 'organization_id')}")
+            key = _task_id(compute_plan_key, f"train/{round_idx}/{_field(org, 'organization_id')}")
             inputs = data_inputs(org, "train_sample_keys")
             if previous_aggregate:
                 inputs.append(parent(previous_aggregate, "model"))
@@ -279,7 +291,7 @@ def build_federated_plan(
                 }
             )
             train_keys.append(key)
-        aggregate_key = task_key(compute_plan_key, f"aggregate/{round_idx}")
+        aggregate_key = _task_id(compute_plan_key, f"aggregate/{round_idx}")
         tasks.append(
             {
                 "task_id": aggregate_key,
@@ -293,7 +305,9 @@ def build_federated_plan(
         previous_aggregate = aggregate_key
         if evaluate_every_round or round_idx == rounds - 1:
             tasks.extend(_evaluation_tasks(compute_plan_key, orgs, aggregate_key, round_idx, function_keys, shared))
-    spec: dict[str, Any] = {"key": compute_plan_key, "name": name, "tasks": tasks}
+    spec: dict[str, Any] = {"name": name, "tasks": tasks}
+    if compute_plan_key:
+        spec["key"] = compute_plan_key
     if tag:
         spec["tag"] = tag
     if metadata:

@@ -9,11 +9,15 @@ Serve it on a schedule (the organizations' credentials are saved blocks, passed 
 
     .venv/bin/python -m examples.prefect.retraining --cron "0 3 * * *" --credentials org-1 org-2
 
-or call it directly, e.g. ``retraining(organizations=[block1, block2], day=1)``.
+or call it directly, e.g. ``retraining(organizations=[block1, block2], day=1)``. Each day's samples
+and ledgers go under ``workdir`` and promoted models under ``models_dir`` (default: a
+``substra-retraining`` folder in the system's temporary directory, never the current folder;
+``--workdir`` and ``--models-dir`` set them for a served deployment).
 """
 
 import argparse
 import datetime as dt
+import tempfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -40,6 +44,7 @@ from substra_flows.steps import derive_key
 
 FUNCTIONS = ("train", "aggregate", "predict", "score")
 METRIC = "performance"  # output identifier of the example score function
+DEFAULT_WORKDIR = str(Path(tempfile.gettempdir()) / "substra-retraining" / "prefect")
 
 
 @task(cache_policy=NO_CACHE)
@@ -129,8 +134,8 @@ def retraining(
     organizations: list[Union[SubstraCredentials, str]],
     day: Optional[int] = None,
     pipeline: str = "retraining",
-    workdir: str = ".retraining",
-    models_dir: str = "models",
+    workdir: str = DEFAULT_WORKDIR,
+    models_dir: Optional[str] = None,
     rounds: int = 1,
     evaluate_every_round: bool = False,
     n_samples: int = 2,
@@ -141,15 +146,18 @@ def retraining(
     """One day of federated retraining: ETL, register, train, evaluate, rank, and promote if better.
 
     ``organizations`` are credentials blocks (or saved block names), the first one submitting the plan;
-    ``day`` defaults to the scheduled date. The plan key is derived from the pipeline and the day, so a
-    retried or repeated run for the same day finds that day's plan instead of training again. Returns
-    the day's plan key, performances, gate decision and the promoted model's path (None when the gate
-    kept the previous model).
+    ``day`` defaults to the scheduled date. The plan's run key is derived from the pipeline and the day,
+    so a retried or repeated run for the same day finds that day's plan instead of training again, or
+    trains again in a new attempt when that plan failed or was cancelled. ``models_dir`` defaults to
+    ``<workdir>/models``. Returns the day's plan key (the attempt that ran) and attempt number,
+    performances, gate decision and the promoted model's path (None when the gate kept the previous
+    model).
     """
     logger = get_run_logger()
     orgs = [resolve_credentials(c) for c in organizations]
     day = _default_day() if day is None else day
     work = Path(workdir).resolve() / pipeline
+    models = Path(models_dir).resolve() if models_dir else Path(workdir).resolve() / "models"
     org_ids = [get_organization_info(c)["organization_id"] for c in orgs]
 
     samples = [extract_day_samples(i, day, str(work), n_samples) for i in range(1, len(orgs) + 1)]
@@ -159,9 +167,8 @@ def retraining(
     ]
     functions = _register_functions(orgs[0], build_function_files(str(work)), pipeline)
 
-    plan_key = derive_key("prefect-retraining", pipeline, str(day))
+    # the day's run key; its tasks are named, so that each attempt gets task keys of its own
     spec = assets.build_federated_plan(
-        compute_plan_key=plan_key,
         name=f"{pipeline} day {day}",
         function_keys=functions["keys"],
         orgs=datasets,
@@ -170,9 +177,11 @@ def retraining(
         metadata={"pipeline": pipeline, "day": str(day)},
         evaluate_every_round=evaluate_every_round,
     )
+    spec["key"] = derive_key("prefect-retraining", pipeline, str(day))
     outcome = run_compute_plan(
         orgs[0], spec, wait_timeout=wait_timeout, polling_period=polling_period, artifact_key_prefix=pipeline
     )
+    plan_key = outcome["compute_plan_key"]
 
     board = get_leaderboard(
         orgs[0], metadata_filters=[{"key": "pipeline", "type": "is", "value": pipeline}], identifier=METRIC
@@ -181,7 +190,7 @@ def retraining(
     model_path = None
     if decision["promote"]:
         final_aggregate = assets.task_key(plan_key, f"aggregate/{rounds - 1}")
-        model_path = download_model(orgs[0], str(Path(models_dir) / str(day)), task_key=final_aggregate)
+        model_path = download_model(orgs[0], str(models / str(day)), task_key=final_aggregate)
     logger.info("day %s: %s", day, decision["reason"])
     create_markdown_artifact(
         markdown=_day_report(day, plan_key, decision, model_path, board),
@@ -191,6 +200,7 @@ def retraining(
     return {
         "day": day,
         "compute_plan_key": plan_key,
+        "attempt": outcome["attempt"],
         "plan_created": outcome["created"],
         "datasets_created": [d["dataset_created"] for d in datasets],
         "functions_created": functions["created"],
@@ -221,8 +231,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--cron", default="0 3 * * *", help="cron schedule (default: every day at 03:00)")
     parser.add_argument("--credentials", nargs="+", default=["substra-org-1", "substra-org-2"], help="block names")
     parser.add_argument("--name", default="daily-retraining", help="deployment name")
+    parser.add_argument("--workdir", default=DEFAULT_WORKDIR, help=f"samples and ledgers (default: {DEFAULT_WORKDIR})")
+    parser.add_argument("--models-dir", default=None, help="promoted models (default: <workdir>/models)")
     args = parser.parse_args(argv)
-    retraining.serve(name=args.name, cron=args.cron, parameters={"organizations": args.credentials})
+    parameters: dict[str, Any] = {"organizations": args.credentials, "workdir": str(Path(args.workdir).resolve())}
+    if args.models_dir:
+        parameters["models_dir"] = str(Path(args.models_dir).resolve())
+    retraining.serve(name=args.name, cron=args.cron, parameters=parameters)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from substra_flows import steps, waiting
+from substra_flows.exceptions import FutureFailureError
 
 PLAN_DONE, PLAN_DOING = "PLAN_STATUS_DONE", "PLAN_STATUS_DOING"
 PLAN_FAILED, PLAN_CANCELED = "PLAN_STATUS_FAILED", "PLAN_STATUS_CANCELED"
@@ -52,6 +53,9 @@ class Submitted:
     compute_plan_key: str
     created: bool
     added_task_keys: list[str] = field(default_factory=list)
+    attempt: int = 1
+    run_key: str = ""
+    status: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,6 +69,7 @@ class FakeSubstra:
         self.failed_task: dict[str, str] = {}
         self.logs: dict[str, str] = {}
         self.plans: dict[str, dict[str, Any]] = {}
+        self.attempts: dict[str, list[str]] = {}  # run key -> keys of its attempts, in order
         self.calls: list[tuple[str, Any]] = []
         self.fetches: dict[str, int] = {}
         self.sleep = lambda seconds: None
@@ -103,6 +108,13 @@ class FakeSubstra:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, "fake/" + "/".join(parts)))
 
     given_compute_plan_key = staticmethod(steps.given_compute_plan_key)  # pure: the real one
+    ON_FAILED = steps.ON_FAILED
+
+    def status(self, key: str) -> str:
+        """What the next fetch of a plan would answer."""
+        with self.lock:
+            statuses = self.scripts.get(key) or [PLAN_DOING]
+            return statuses[0]
 
     def register_dataset(self, client: Any, **kwargs: Any) -> Registered:
         self.calls.append(("register_dataset", kwargs))
@@ -131,13 +143,27 @@ class FakeSubstra:
         *,
         run_identity: Sequence[str] | None = None,
         batch_size: int = 500,
+        on_failed: str = "retry",
     ) -> Submitted:
+        """The attempt rule of the real step, on scripted statuses."""
         self.calls.append(("submit_compute_plan", dict(compute_plan)))
-        key = compute_plan["key"]
-        created = key not in self.plans
+        run_key = compute_plan["key"]
+        attempts = self.attempts.setdefault(run_key, [])
+        status = self.status(attempts[-1]) if attempts else None
+        if status in (PLAN_FAILED, PLAN_CANCELED) and on_failed == "fail":
+            raise FutureFailureError(
+                f"compute plan {attempts[-1]} failed (attempt {len(attempts)} of run {run_key}); on_failed='fail'",
+                key=attempts[-1],
+                kind="compute plan",
+                status=status,
+            )
+        created = not attempts or status in (PLAN_FAILED, PLAN_CANCELED)
+        if created:
+            attempts.append(steps.attempt_key(run_key, len(attempts) + 1))
+        key = attempts[-1]
         self.plans.setdefault(key, dict(compute_plan))
         tasks = [t["task_id"] for t in compute_plan.get("tasks", [])] if created else []
-        return Submitted(key, created, tasks)
+        return Submitted(key, created, tasks, len(attempts), run_key, None if created else status)
 
     def wait_compute_plan(self, client: Any, key: str, *, timeout: float | None = None, polling_period: float = 5.0):
         self.calls.append(("wait_compute_plan", key))

@@ -314,14 +314,32 @@ def test_plan_operator_blocking_success_then_a_retry_finds_the_plan(
     assert len(client1.list_task(filters={"compute_plan_key": [plan_key_of(context)]})) == 2
 
 
-def test_plan_operator_failure_names_the_task_and_its_logs(
-    conns: list[str], orgs: list[Target], world: dict[str, Any]
+def test_plan_operator_failure_names_the_task_and_its_logs_and_a_retry_submits_attempt_2(
+    conns: list[str], orgs: list[Target], world: dict[str, Any], client1: SubstraClient
 ) -> None:
     context = context_for("blocking failure")
-    with pytest.raises(AirflowFailException) as failed:
-        plan_op(orgs, conns[0], failing_plan(world, "blocking failure")).execute(context)
-    fail_task = steps.derive_task_key(plan_key_of(context), "fail")
+    spec = failing_plan(world, "blocking failure")
+    with pytest.raises(AirflowException) as failed:
+        plan_op(orgs, conns[0], spec).execute(context)
+    assert not isinstance(failed.value, AirflowFailException)  # a retry may run the next attempt
+    run_key = plan_key_of(context)
+    fail_task = steps.derive_task_key(run_key, "fail")
     assert fail_task in str(failed.value) and MARKER in str(failed.value)
+    # with on_failed="fail", the next try reports the failed plan instead of submitting another
+    with pytest.raises(AirflowFailException) as refused:
+        plan_op(orgs, conns[0], spec, on_failed="fail").execute(context_for("blocking failure"))
+    assert f"attempt 1 of run {run_key}" in str(refused.value) and fail_task in str(refused.value)
+    # by default it submits attempt 2 (not waited for here: it runs the same failing function)
+    retry = context_for("blocking failure")
+    second = plan_op(orgs, conns[0], spec, wait_for_completion=False).execute(retry)
+    assert second == steps.attempt_key(run_key, 2) == retry["ti"].xcom["compute_plan_key"]
+    plans = client1.list_compute_plan(filters={"key": [run_key, second]})
+    assert sorted((p.key, p.metadata["substra_flows_attempt"]) for p in plans) == sorted(
+        [(run_key, "1"), (second, "2")]
+    )
+    assert all(p.metadata["substra_flows_run"] == run_key for p in plans)
+    (task,) = client1.list_task(filters={"compute_plan_key": [second]})
+    assert task.key == steps.derive_task_key(second, "fail")
 
 
 def test_plan_operator_timeout(conns: list[str], orgs: list[Target], world: dict[str, Any], client1: SubstraClient):
@@ -360,12 +378,12 @@ def test_plan_operator_deferred_then_failed_and_an_already_failed_plan_does_not_
     (event,) = run_trigger(deferred.value.trigger)
     fail_task = steps.derive_task_key(plan_key_of(context), "fail")
     assert event["status"] == "failed" and event["failed_task_keys"] == [fail_task]
-    with pytest.raises(AirflowFailException) as failed:
+    with pytest.raises(AirflowException) as failed:
         plan_op(orgs, conns[0], spec, deferrable=True, timeout=600).execute_complete(context, event)
     assert fail_task in str(failed.value) and MARKER in str(failed.value)
-    # a retry of the task finds the failed plan and fails at once, without deferring
+    # with on_failed="fail", a retry of the task finds the failed plan and fails at once, without deferring
     with pytest.raises(AirflowFailException) as again:
-        plan_op(orgs, conns[0], spec, deferrable=True, timeout=600).execute(context)
+        plan_op(orgs, conns[0], spec, deferrable=True, timeout=600, on_failed="fail").execute(context)
     assert fail_task in str(again.value)
 
 

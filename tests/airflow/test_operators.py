@@ -26,6 +26,7 @@ from airflow_provider.operators.substra import (
     to_jsonable,
 )
 from airflow_provider.triggers.substra import SubstraComputePlanTrigger
+from substra_flows.steps import attempt_key
 from tests.airflow.conftest import UNIT_TOKEN
 from tests.airflow.fakes import (
     PLAN_CANCELED,
@@ -183,13 +184,40 @@ def test_blocking_wait_until_done(fake_substra: FakeSubstra, context: dict[str, 
     assert fake_substra.fetches[derived_key()] == 3
 
 
-def test_a_failed_plan_fails_the_task_for_good_with_the_log_tail(
+def test_a_failed_plan_fails_the_try_with_the_log_tail_and_the_next_try_submits_attempt_2(
     fake_substra: FakeSubstra, context: dict[str, Any]
 ) -> None:
     fake_substra.script(derived_key(), PLAN_DOING, PLAN_FAILED, failed_task_key=TASK, logs="KeyError: 'x3'")
-    with pytest.raises(AirflowFailException) as caught:
+    with pytest.raises(AirflowException) as caught:
         plan_operator().execute(context)
+    assert not isinstance(caught.value, AirflowFailException)  # retries stay allowed: they start a new attempt
     assert TASK in str(caught.value) and "KeyError: 'x3'" in str(caught.value)
+    second = attempt_key(derived_key(), 2)
+    fake_substra.script(second, PLAN_DOING, PLAN_DONE)
+    retry = {**context, "ti": FakeTI()}
+    retry["ti"].try_number = 2
+    assert plan_operator().execute(retry) == second
+    assert retry["ti"].xcom["compute_plan_key"] == second
+    assert second in retry["ti"].xcom["compute_plan_url"]
+    assert fake_substra.attempts == {derived_key(): [derived_key(), second]}
+    # and one more try after the DONE attempt 2 creates nothing
+    assert plan_operator().execute({**context, "ti": FakeTI()}) == second
+    assert fake_substra.attempts == {derived_key(): [derived_key(), second]}
+
+
+@pytest.mark.parametrize("ended", [PLAN_FAILED, PLAN_CANCELED])
+def test_on_failed_fail_fails_the_task_for_good(fake_substra: FakeSubstra, context: dict[str, Any], ended: str) -> None:
+    fake_substra.script(derived_key(), ended, failed_task_key=TASK)
+    with pytest.raises(AirflowFailException, match=derived_key()):
+        plan_operator(on_failed="fail").execute(context)
+    with pytest.raises(AirflowFailException, match="on_failed='fail'"):
+        plan_operator(on_failed="fail").execute({**context, "ti": FakeTI()})
+    assert fake_substra.attempts == {derived_key(): [derived_key()]}
+
+
+def test_a_bad_on_failed_is_refused_when_the_dag_is_parsed() -> None:
+    with pytest.raises(ValueError, match="on_failed='again'"):
+        plan_operator(on_failed="again")
 
 
 def test_a_timeout_fails_the_task_but_allows_a_retry(fake_substra: FakeSubstra, context: dict[str, Any]) -> None:
@@ -218,7 +246,7 @@ def test_killing_a_blocking_wait_cancels_the_plan(fake_substra: FakeSubstra, con
     op.on_kill()
     thread.join(10)
     assert fake_substra.called("cancel_compute_plan") == [derived_key()]
-    assert isinstance(outcome["error"], AirflowFailException)
+    assert isinstance(outcome["error"], AirflowException)
     assert PLAN_CANCELED in str(outcome["error"])
 
 
@@ -245,8 +273,26 @@ def test_deferrable_hands_the_wait_to_the_trigger(fake_substra: FakeSubstra, con
     assert trigger.cancel_on_kill is True
     assert before + 600 <= trigger.end_time <= time.time() + 600
     assert deferred.value.method_name == "execute_complete"
+    assert deferred.value.kwargs == {"compute_plan_key": derived_key()}
     assert deferred.value.timeout > dt.timedelta(seconds=600)
     assert context["ti"].xcom["compute_plan_key"] == derived_key()
+
+
+def test_a_deferred_retry_waits_for_the_new_attempt(fake_substra: FakeSubstra, context: dict[str, Any]) -> None:
+    fake_substra.script(derived_key(), PLAN_CANCELED)
+    fake_substra.script(attempt_key(derived_key(), 2), PLAN_DOING)
+    fake_substra.attempts[derived_key()] = [derived_key()]
+    context["ti"].try_number = 3
+    with pytest.raises(TaskDeferred) as deferred:
+        plan_operator(deferrable=True).execute(context)
+    second = attempt_key(derived_key(), 2)
+    assert deferred.value.trigger.compute_plan_key == second
+    assert deferred.value.kwargs == {"compute_plan_key": second}
+    op = plan_operator(deferrable=True)
+    done = {"kind": "compute_plan", "key": second, "status": "success", "message": "done"}
+    assert op.execute_complete(context, done, compute_plan_key=second) == second
+    with pytest.raises(AirflowException, match="expected compute_plan"):
+        op.execute_complete(context, {**done, "key": derived_key()}, compute_plan_key=second)
 
 
 def test_deferrable_does_not_defer_for_a_plan_already_done(fake_substra: FakeSubstra, context: dict[str, Any]) -> None:
@@ -255,8 +301,9 @@ def test_deferrable_does_not_defer_for_a_plan_already_done(fake_substra: FakeSub
 
 
 def test_deferrable_fails_at_once_for_a_plan_already_failed(fake_substra: FakeSubstra, context: dict[str, Any]) -> None:
+    """A plan that ends between its submission and the first look fails the try without deferring."""
     fake_substra.script(derived_key(), PLAN_FAILED, failed_task_key=TASK)
-    with pytest.raises(AirflowFailException, match=TASK):
+    with pytest.raises(AirflowException, match=TASK):
         plan_operator(deferrable=True).execute(context)
 
 
@@ -267,10 +314,12 @@ def event(status: str, **fields: Any) -> dict[str, Any]:
 def test_execute_complete_checks_the_event(context: dict[str, Any], unit_conn: dict[str, Any]) -> None:
     op = plan_operator(deferrable=True)
     assert op.execute_complete(context, event("success")) == derived_key()
-    with pytest.raises(AirflowFailException, match="it is failed"):
-        op.execute_complete(context, event("failed", failed_task_keys=[TASK]))
-    with pytest.raises(AirflowFailException, match="it is canceled"):
-        op.execute_complete(context, event("canceled"))
+    for status in ("failed", "canceled"):  # a retry may run the next attempt; with on_failed="fail" it may not
+        with pytest.raises(AirflowException, match=f"it is {status}") as caught:
+            op.execute_complete(context, event(status, failed_task_keys=[TASK]))
+        assert not isinstance(caught.value, AirflowFailException)
+        with pytest.raises(AirflowFailException, match=f"it is {status}"):
+            plan_operator(deferrable=True, on_failed="fail").execute_complete(context, event(status))
     with pytest.raises(AirflowException, match="it is timeout"):
         op.execute_complete(context, event("timeout"))
     with pytest.raises(AirflowException, match="waiting for compute plan .* failed: it is error"):

@@ -115,6 +115,7 @@ class FakeSteps:
         self.async_wait_task = AsyncStepDouble("async_wait_task", lambda client, key, **_: compute_task(key))
         self.fetch_performances = StepDouble("fetch_performances", lambda client, key: performance_rows(key))
         self.cancel_compute_plan = StepDouble("cancel_compute_plan", lambda client, key: True)
+        self.cancel_latest_attempt = StepDouble("cancel_latest_attempt", lambda client, key: (key, True))
         self.leaderboard = StepDouble("leaderboard", lambda client, **_: [])
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,14 +129,28 @@ class FakeSteps:
         return steps.RegisteredDataset(DATASET_KEY, keys, keys, True)
 
     def _submit(
-        self, client: Any, spec: Any, *, run_identity: Any = None, compute_plan_key: Any = None, batch_size: int = 500
+        self,
+        client: Any,
+        spec: Any,
+        *,
+        run_identity: Any = None,
+        compute_plan_key: Any = None,
+        batch_size: int = 500,
+        on_failed: str = "retry",
     ) -> Any:
+        """Attempt 1 of the run, created once then found (tests of later attempts script their own outcome)."""
         key = steps.resolve_compute_plan_key(spec, compute_plan_key, run_identity)
         created = key not in self.created_plans
         self.created_plans.add(key)
         raw = spec.model_dump(exclude_unset=True) if hasattr(spec, "model_dump") else spec
         tasks = [t["task_id"] for t in raw.get("tasks", [])] if created else []
-        return steps.SubmittedPlan(compute_plan_key=key, created=created, added_task_keys=tasks)
+        return steps.SubmittedPlan(
+            compute_plan_key=key,
+            created=created,
+            added_task_keys=tasks,
+            run_key=key,
+            status=None if created else "PLAN_STATUS_DOING",
+        )
 
 
 def _sample_key(path: Any) -> str:

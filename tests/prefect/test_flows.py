@@ -159,7 +159,8 @@ def test_the_hook_cancels_the_derived_plan_with_a_saved_block(fake_steps: FakeSt
     SubstraCredentials(url="http://substra.test/org-1", token=UNIT_TOKEN).save("hook-test", overwrite=True)
     run = _cancelled_run({"credentials": "hook-test", "compute_plan": SPEC})
     cancel_compute_plan_on_cancellation(run_compute_plan, run, Cancelling())
-    assert [args[1] for args, _ in fake_steps.cancel_compute_plan.calls] == [
+    # from another process, the run key is all it knows: the step cancels that run's latest attempt
+    assert [args[1] for args, _ in fake_steps.cancel_latest_attempt.calls] == [
         compute_plan_key_for_run(flow_run_id=run.id)
     ]
 
@@ -171,14 +172,14 @@ def test_the_hook_loads_a_block_passed_as_a_saved_document(fake_steps: FakeSteps
     stored = {**json.loads(block.model_dump_json()), "_block_document_id": str(block_id)}
     run = _cancelled_run({"credentials": stored, "compute_plan": {**SPEC, "key": key}})
     cancel_compute_plan_on_cancellation(run_compute_plan, run, Cancelling())
-    assert [args[1] for args, _ in fake_steps.cancel_compute_plan.calls] == [key]
+    assert [args[1] for args, _ in fake_steps.cancel_latest_attempt.calls] == [key]
 
 
 def test_the_hook_cannot_use_masked_secrets(fake_steps: FakeSteps, unit_credentials):
     masked = json.loads(unit_credentials.model_dump_json())
     run = _cancelled_run({"credentials": masked, "compute_plan": SPEC})
     cancel_compute_plan_on_cancellation(run_compute_plan, run, Cancelling())
-    assert fake_steps.cancel_compute_plan.count == 0
+    assert fake_steps.cancel_compute_plan.count == 0 and fake_steps.cancel_latest_attempt.count == 0
 
 
 def test_the_hook_uses_the_plan_of_a_run_of_this_process(fake_steps: FakeSteps, unit_credentials):
@@ -207,3 +208,11 @@ def test_compute_plan_key_for_run_is_deterministic():
     assert compute_plan_key_for_run("a", run_id) != compute_plan_key_for_run("b", run_id)
     with pytest.raises(RuntimeError):
         compute_plan_key_for_run()
+
+
+def test_the_hook_of_a_run_that_never_submitted_is_not_an_error(fake_steps: FakeSteps):
+    SubstraCredentials(url="http://substra.test/org-1", token=UNIT_TOKEN).save("hook-none-test", overwrite=True)
+    fake_steps.cancel_latest_attempt.script((None, False))
+    run = _cancelled_run({"credentials": "hook-none-test", "compute_plan": SPEC})
+    cancel_compute_plan_on_cancellation(run_compute_plan, run, Cancelling())  # logs, does not raise
+    assert fake_steps.cancel_latest_attempt.count == 1 and fake_steps.cancel_compute_plan.count == 0

@@ -335,7 +335,10 @@ def test_tasks_log_through_the_run_logger_and_never_the_token(fake_steps: FakeSt
     state = pipeline(return_state=True)
     logs = run_logs(state.state_details.flow_run_id)
     messages = "\n".join(log.message for log in logs)
-    assert f"compute plan {PLAN_KEY} submitted" in messages
+    assert (
+        f"compute plan {PLAN_KEY} (attempt 1) submitted, 0 task(s) added now: {credentials.url}/compute_plan/"
+        in messages
+    )
     assert f"compute plan {PLAN_KEY} is PLAN_STATUS_DONE" in messages
     assert UNIT_TOKEN not in messages
     assert UNIT_TOKEN not in json.dumps(state.result())

@@ -202,6 +202,8 @@ class MiniServer:
         a.route("POST", r"/task/bulk_create/", self.bulk_create)
         a.route("GET", r"/task/", self.list_tasks)
         a.route("GET", r"/task/([^/]+)/", self.get_task)
+        a.route("GET", r"/task/([^/]+)/logs/", self.get_logs)
+        self.logs: dict[str, str] = {}
         self.logins = 0
 
     def login(self, call: Call, match: re.Match) -> Reply:
@@ -216,7 +218,7 @@ class MiniServer:
         body = call.json()
         if body["key"] in self.plans:
             return 409, {"detail": f'OE0006: computeplan with key "{body["key"]}" already exists'}, {}
-        self.plans[body["key"]] = plan_body(body["key"], body["name"])
+        self.plans[body["key"]] = plan_body(body["key"], body["name"], metadata=body.get("metadata") or {})
         return 201, self.plans[body["key"]], {}
 
     def get_plan(self, call: Call, match: re.Match) -> Reply:
@@ -241,6 +243,10 @@ class MiniServer:
     def get_task(self, call: Call, match: re.Match) -> Reply:
         task = self.tasks.get(match.group(1))
         return (200, task, {}) if task else (404, {"detail": "Not found."}, {})
+
+    def get_logs(self, call: Call, match: re.Match) -> Reply:
+        text = self.logs.get(match.group(1))
+        return (200, text, {}) if text is not None else (404, {"detail": "Not found."}, {})
 
     def list_tasks(self, call: Call, match: re.Match) -> Reply:
         items = list(self.tasks.values())

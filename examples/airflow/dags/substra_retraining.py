@@ -9,7 +9,8 @@ The same file runs against the local node or a real deployment; everything is co
 
 Parse time (environment; they shape the DAG):
   SUBSTRA_RETRAINING_CONN_IDS      comma-separated Airflow connection ids, one per organization;
-                                   the first one submits the plan (default: substra_org1,substra_org2)
+                                   the first one submits the plan (default: substra_default, the
+                                   hook's default connection: one organization)
   SUBSTRA_RETRAINING_DEFERRABLE    wait for the plan in the triggerer (default: true)
   SUBSTRA_RETRAINING_POLL_SECONDS  seconds between two status requests while waiting (default: 10)
   SUBSTRA_RETRAINING_RETRIES       retries of a failed task (default: 1); every step is safe to rerun
@@ -38,14 +39,13 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Variable, get_current_context, task
 
-from airflow_provider.hooks.substra import SubstraHook
+from airflow_provider.hooks.substra import DEFAULT_CONN_ID, SubstraHook
 from airflow_provider.operators.substra import (
     SubstraAddComputePlanOperator,
     SubstraAddDataSamplesOperator,
     SubstraAddFunctionOperator,
     SubstraGetPerformancesOperator,
     SubstraRegisterDatasetOperator,
-    derive_compute_plan_key,
 )
 
 _REPO = Path(__file__).resolve().parents[3]
@@ -66,7 +66,7 @@ def _env_flag(name: str, default: bool) -> bool:
     return default if value is None else value.strip().lower() in ("1", "true", "yes", "on")
 
 
-CONN_IDS = [c.strip() for c in os.environ.get("SUBSTRA_RETRAINING_CONN_IDS", "substra_org1,substra_org2").split(",")]
+CONN_IDS = [c.strip() for c in os.environ.get("SUBSTRA_RETRAINING_CONN_IDS", DEFAULT_CONN_ID).split(",")]
 CONN_IDS = [c for c in CONN_IDS if c]
 DEFERRABLE = _env_flag("SUBSTRA_RETRAINING_DEFERRABLE", True)
 POLL_SECONDS = float(os.environ.get("SUBSTRA_RETRAINING_POLL_SECONDS", "10"))
@@ -209,8 +209,9 @@ with DAG(
 
     @task
     def build_plan() -> dict[str, Any]:
-        """The day's compute plan; its key is the one the plan task derives for this run, so a
-        cleared or retried run finds the plan it already submitted."""
+        """The day's compute plan, without a key: the plan task submits it under its run's current
+        attempt (a retried or cleared run finds the plan it submitted, or submits the next attempt
+        after a failed or canceled one), and its tasks are named, so each attempt has keys of its own."""
         context = get_current_context()
         ti = context["ti"]
         info = ti.xcom_pull(task_ids="prepare_data")
@@ -228,7 +229,6 @@ with DAG(
         function_keys = {n: ti.xcom_pull(task_ids=f"add_function_{n}")["function_key"] for n in FUNCTIONS}
         rounds = int(setting("rounds"))
         return assets.build_federated_plan(
-            compute_plan_key=derive_compute_plan_key(ti.dag_id, ti.run_id, PLAN_TASK_ID),
             name=f"retraining {context['ds']}",
             function_keys=function_keys,
             orgs=orgs,
@@ -290,7 +290,8 @@ with DAG(
             log.info("model not promoted: %s", gate["reason"])
             return None
         last_round = int(plan["metadata"]["rounds"]) - 1
-        final_aggregate = assets.task_key(plan["key"], f"aggregate/{last_round}")
+        # the gate judged the attempt the plan task waited for; its tasks' keys derive from its key
+        final_aggregate = assets.task_key(gate["compute_plan_key"], f"aggregate/{last_round}")
         folder = Path(setting("models_dir") or Path(setting("data_dir")) / "models") / plan["metadata"]["ds"]
         folder.mkdir(parents=True, exist_ok=True)
         hook = SubstraHook(CONN_IDS[0])

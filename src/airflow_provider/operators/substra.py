@@ -66,8 +66,10 @@ def to_jsonable(value: Any) -> Any:
 
 
 def derive_compute_plan_key(dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
-    """The compute plan key a task submits when none is given: the same for every try of the same
-    task instance, so a retry or a cleared task finds the plan instead of creating another."""
+    """The run key of a task instance when no key is given: the same for every try of it, so a retry or
+    a cleared task finds its plan instead of creating another, and submits the next attempt (derived
+    from this key, see :mod:`substra_flows.steps.attempts`) after a failed or canceled one. It is
+    also the key of attempt 1."""
     parts = [dag_id, run_id, task_id]
     if map_index is not None and map_index >= 0:
         parts.append(str(map_index))
@@ -89,10 +91,11 @@ def sample_folders(sample_paths: str | Sequence[str] | None, samples_dir: str | 
     return folders
 
 
-def _fail_on_wait_error(error: FutureFailureError | FutureTimeoutError) -> AirflowException:
-    """Airflow exception for a failed wait: a failed or canceled plan will not succeed on retry
-    (the retry finds the same plan), a timeout may (the retry keeps waiting)."""
-    if isinstance(error, FutureFailureError):
+def _fail_on_wait_error(error: FutureFailureError | FutureTimeoutError, on_failed: str) -> AirflowException:
+    """Airflow exception for a failed wait. A retry submits the next attempt after a failed or canceled
+    plan (``on_failed="retry"``), and keeps waiting after a timeout; with ``on_failed="fail"`` a
+    failed or canceled plan fails the task for good, since a retry would only report it again."""
+    if isinstance(error, FutureFailureError) and on_failed == "fail":
         return AirflowFailException(str(error))
     return AirflowException(str(error))
 
@@ -327,19 +330,25 @@ class SubstraAddFunctionOperator(SubstraBaseOperator):
 class SubstraAddComputePlanOperator(SubstraBaseOperator):
     """Submit a compute plan (idempotently), then optionally wait for it, blocking or deferred.
 
-    The plan key is ``compute_plan_key``, else the spec's ``key``, else derived from the DAG id,
-    run id and task id (:func:`derive_compute_plan_key`): a retry or a cleared task finds the plan
-    it already submitted and only adds missing tasks. The key and the "See in Substra" link are
-    pushed to XCom before waiting. Returns the plan key.
+    The run key is ``compute_plan_key``, else the spec's ``key``, else derived from the DAG id,
+    run id and task id (:func:`derive_compute_plan_key`). A retry or a cleared task finds the plan
+    its run already submitted while it runs or once it is DONE (and only adds missing tasks); after
+    a FAILED or CANCELED plan it submits the next attempt (``on_failed="retry"``) or fails
+    (``on_failed="fail"``). The attempt's key and its "See in Substra" link are pushed to XCom and
+    logged before waiting. Returns the key of the attempt waited for.
 
     :param compute_plan: a ComputePlanSpec dict (``name``, ``tasks``, optional ``key``, ``tag``, ``metadata``).
-    :param compute_plan_key: the plan key to use.
+    :param compute_plan_key: the run key to use (attempt 1's plan key).
     :param batch_size: tasks per registration request.
     :param wait_for_completion: wait until the plan is done (fail if it fails or is canceled).
     :param polling_period_seconds: seconds between two status requests while waiting.
     :param timeout: seconds to wait at most (None: no limit).
     :param deferrable: wait in the triggerer instead of holding a worker slot.
-    :param cancel_on_kill: cancel the plan when the task is killed while waiting.
+    :param cancel_on_kill: cancel the plan when the task is stopped while waiting: killed while it
+        blocks, or marked failed (itself or its DAG run) while deferred. A triggerer restart and a
+        Clear of the deferred task leave it running (the new try waits for the same plan).
+    :param on_failed: ``"retry"`` (default): a try after a failed or canceled plan submits the next
+        attempt; ``"fail"``: it fails, naming the plan and its failed task.
     """
 
     template_fields: Sequence[str] = ("substra_conn_id", "compute_plan", "compute_plan_key")
@@ -357,9 +366,13 @@ class SubstraAddComputePlanOperator(SubstraBaseOperator):
         timeout: float | None = None,
         deferrable: bool = default_deferrable(),
         cancel_on_kill: bool = True,
+        on_failed: str = "retry",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if on_failed not in steps.ON_FAILED:
+            raise ValueError(f"on_failed={on_failed!r}: expected one of {', '.join(steps.ON_FAILED)}")
+        self.on_failed = on_failed
         self.compute_plan = compute_plan
         self.compute_plan_key = compute_plan_key
         self.batch_size = batch_size
@@ -371,7 +384,7 @@ class SubstraAddComputePlanOperator(SubstraBaseOperator):
         self._submitted_key: str | None = None
 
     def plan_spec(self, context: Context) -> dict[str, Any]:
-        """The rendered spec as a dict, with its final key."""
+        """The rendered spec as a dict, with its run key (attempt 1's key)."""
         spec = self.compute_plan
         if hasattr(spec, "model_dump") and not isinstance(spec, Mapping):
             spec = spec.model_dump(by_alias=False, exclude_unset=True)
@@ -384,43 +397,51 @@ class SubstraAddComputePlanOperator(SubstraBaseOperator):
         return {**spec, "key": key}
 
     def execute(self, context: Context) -> str:
-        """Submit (or find) the plan, publish its key and link, then wait as configured."""
+        """Submit (or find) the run's current attempt, publish its key and link, then wait as configured."""
         spec = self.plan_spec(context)
-        key = spec["key"]
-        self._submitted_key = key
         try:
             client = self.hook.get_conn()
-            submitted = steps.submit_compute_plan(client, spec, batch_size=self.batch_size)
+            try:
+                submitted = steps.submit_compute_plan(
+                    client, spec, batch_size=self.batch_size, on_failed=self.on_failed
+                )
+            except FutureFailureError as ended:  # on_failed="fail" and the run's plan ended: so would a retry
+                raise AirflowFailException(str(ended)) from None
+            key = submitted.compute_plan_key
+            self._submitted_key = key
+            url = self.hook.compute_plan_url(key)
             self.log.info(
-                "Compute plan %s %s (%d task(s) added now)",
+                "Compute plan %s (attempt %d) %s, %d task(s) added now: %s",
                 key,
-                "created" if submitted.created else "found from an earlier attempt",
+                submitted.attempt,
+                "created" if submitted.created else f"found, {submitted.status or 'just created'}",
                 len(submitted.added_task_keys),
+                url,
             )
-            SubstraComputePlanLink.persist(context, compute_plan_key=key, url=self.hook.compute_plan_url(key))
+            SubstraComputePlanLink.persist(context, compute_plan_key=key, url=url)
             if not self.wait_for_completion:
                 return key
             if self.deferrable:
-                self._defer_unless_finished(client, key)
+                self._defer_unless_finished(client, key, context)
                 return key
             self.log.info("Waiting for compute plan %s (every %ss)", key, self.polling_period_seconds)
             try:
                 steps.wait_compute_plan(client, key, timeout=self.timeout, polling_period=self.polling_period_seconds)
             except (FutureFailureError, FutureTimeoutError) as error:
-                raise _fail_on_wait_error(error) from None
+                raise _fail_on_wait_error(error, self.on_failed) from None
         finally:
             self._close()
         self.log.info("Compute plan %s is done", key)
         return key
 
-    def _defer_unless_finished(self, client: Any, key: str) -> None:
+    def _defer_unless_finished(self, client: Any, key: str, context: Context) -> None:
         """Look once (a rerun may find the plan already finished); otherwise hand the wait to the triggerer."""
         try:
             steps.wait_compute_plan(client, key, timeout=0, polling_period=0)
             self.log.info("Compute plan %s is already done", key)
             return
         except FutureFailureError as error:
-            raise _fail_on_wait_error(error) from None
+            raise _fail_on_wait_error(error, self.on_failed) from None
         except FutureTimeoutError:
             pass  # still running: defer
         end_time = None if self.timeout is None else time.time() + self.timeout
@@ -434,12 +455,13 @@ class SubstraAddComputePlanOperator(SubstraBaseOperator):
                 cancel_on_kill=self.cancel_on_kill,
             ),
             method_name="execute_complete",
+            kwargs={"compute_plan_key": key},
             timeout=None if self.timeout is None else dt.timedelta(seconds=self.timeout + DEFERRAL_GRACE_SECONDS),
         )
 
-    def execute_complete(self, context: Context, event: Any = None) -> str:
-        """Resume after the trigger fired: check that the event is about this plan, and that it succeeded."""
-        key = self.plan_spec(context)["key"]
+    def execute_complete(self, context: Context, event: Any = None, compute_plan_key: str | None = None) -> str:
+        """Resume after the trigger fired: check that the event is about the plan deferred on, and that it succeeded."""
+        key = compute_plan_key or self.plan_spec(context)["key"]
         try:
             payload = check_event(event, kind=COMPUTE_PLAN, key=key)
         except ValueError as error:
@@ -450,7 +472,7 @@ class SubstraAddComputePlanOperator(SubstraBaseOperator):
             return key
         message = payload.get("message") or f"compute plan {key}: {status}"
         if status in (FAILED, CANCELED):
-            raise AirflowFailException(message)
+            raise AirflowFailException(message) if self.on_failed == "fail" else AirflowException(message)
         if status == TIMEOUT:
             raise AirflowException(message)
         raise AirflowException(f"waiting for compute plan {key} failed: {message}")

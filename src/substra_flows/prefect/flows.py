@@ -1,11 +1,13 @@
 """Ready-made flows: submit a compute plan, wait for it, publish its performances.
 
 :func:`run_compute_plan` is the building block of larger pipelines (see
-``examples/prefect/retraining.py``). Its plan key is derived from the flow run, so a flow run that
-is retried or rerun after a crash finds the plan it already submitted. A plan is never left running
-by a flow run that stopped on purpose: cancelling the flow run or hitting its timeout cancels the
-plan, both from the flow itself and from an ``on_cancellation`` hook for when the flow process is
-gone. A crash does not cancel the plan, so that a rerun can pick it up.
+``examples/prefect/retraining.py``). Its run key is derived from the flow run, so a flow run that
+is retried or rerun after a crash finds the plan it already submitted while that plan runs or once
+it is DONE, and submits the next attempt after a FAILED or CANCELED one (see
+:mod:`substra_flows.steps.attempts`). A plan is never left running by a flow run that stopped on
+purpose: cancelling the flow run or hitting its timeout cancels the plan, both from the flow itself
+and from an ``on_cancellation`` hook for when the flow process is gone. A crash does not cancel the
+plan, so that a retry can pick it up.
 """
 
 import asyncio
@@ -44,7 +46,8 @@ _RUNNING: dict[str, tuple[SubstraCredentials, str]] = {}
 
 
 def compute_plan_key_for_run(step: str = RUN_COMPUTE_PLAN_STEP, flow_run_id: Any = None) -> str:
-    """Key of the plan that ``step`` of a flow run (the current one by default) submits.
+    """Run key of the plans that ``step`` of a flow run (the current one by default) submits: the key of
+    its attempt 1, from which later attempts' keys derive.
 
     The same flow run and step always give the same key: a retry or a rerun after a crash finds the
     plan instead of submitting another.
@@ -55,16 +58,27 @@ def compute_plan_key_for_run(step: str = RUN_COMPUTE_PLAN_STEP, flow_run_id: Any
     return steps.derive_key("prefect", str(run_id), step)
 
 
-def _plan_key(compute_plan: Mapping[str, Any], flow_run_id: Any) -> str:
-    """The spec's own key, else the one derived from the flow run."""
+def _run_key(compute_plan: Mapping[str, Any], flow_run_id: Any) -> str:
+    """The spec's own key, else the one derived from the flow run: the run key of its attempts."""
     return str(compute_plan.get("key") or compute_plan_key_for_run(RUN_COMPUTE_PLAN_STEP, flow_run_id))
 
 
-def _cancel_quietly(credentials: SubstraCredentials, key: str, reason: str, logger: Any) -> bool:
-    """Cancel the plan as part of a clean-up: log the outcome, never raise (the original error matters more)."""
+def _cancel_quietly(
+    credentials: SubstraCredentials, key: str, reason: str, logger: Any, *, latest_attempt: bool = False
+) -> bool:
+    """Cancel the plan as part of a clean-up: log the outcome, never raise (the original error matters more).
+
+    With ``latest_attempt``, ``key`` is a run key and its latest attempt is cancelled.
+    """
     try:
         with credentials.get_client(retry_timeout=CLEANUP_RETRY_TIMEOUT) as client:
-            cancelled = bool(steps.cancel_compute_plan(client, key))
+            if latest_attempt:
+                found, cancelled = steps.cancel_latest_attempt(client, key)
+                if found is None:
+                    raise exc.NotFound(f"run {key} has no plan", key=key)
+                key = found
+            else:
+                cancelled = bool(steps.cancel_compute_plan(client, key))
     except exc.NotFound:
         logger.info("compute plan %s was never created: nothing to cancel (%s)", key, reason)
         return False
@@ -133,10 +147,10 @@ def cancel_compute_plan_on_cancellation(flow: Flow[..., Any], flow_run: FlowRun,
     running = _RUNNING.get(str(flow_run.id))
     if running is not None:
         credentials, key = running
-    else:
+    else:  # another process: the run's latest attempt is the one to cancel
         parameters = flow_run.parameters or {}
         compute_plan = parameters.get("compute_plan")
-        key = _plan_key(compute_plan if isinstance(compute_plan, Mapping) else {}, flow_run.id)
+        key = _run_key(compute_plan if isinstance(compute_plan, Mapping) else {}, flow_run.id)
         try:
             found = _credentials_from_parameter(parameters.get("credentials"))
         except Exception as error:
@@ -148,7 +162,7 @@ def cancel_compute_plan_on_cancellation(flow: Flow[..., Any], flow_run: FlowRun,
             )
             return
         credentials = found
-    _cancel_quietly(credentials, key, f"flow run entered {state.name}", logger)
+    _cancel_quietly(credentials, key, f"flow run entered {state.name}", logger, latest_attempt=running is None)
 
 
 @flow(name="substra-run-compute-plan", on_cancellation=[cancel_compute_plan_on_cancellation])
@@ -159,26 +173,29 @@ def run_compute_plan(
     polling_period: float = 5.0,
     cancel_on_timeout: bool = True,
     artifact_key_prefix: str = "substra",
+    on_failed: str = "retry",
 ) -> dict[str, Any]:
     """Submit a compute plan (or find it, on a rerun), wait for it, and publish its performances.
 
     ``credentials`` is a block or the name of a saved one (prefer names in deployments: parameters
-    are stored). The plan key is the spec's ``key``, else derived from this flow run. On failure,
-    raises ``FutureFailureError`` naming the failed tasks with their log tail; past
-    ``wait_timeout`` seconds, cancels the plan (unless ``cancel_on_timeout=False``) and raises
-    ``FutureTimeoutError``. Artifacts: a link to the plan, a table of performances, a summary.
-    Returns ``{"compute_plan_key", "created", "status", "link", "performances"}``.
+    are stored). The run key is the spec's ``key``, else derived from this flow run; a rerun after a
+    FAILED or CANCELED plan submits the next attempt (``on_failed="retry"``) or raises
+    (``"fail"``). On failure, raises ``FutureFailureError`` naming the failed tasks with their log
+    tail; past ``wait_timeout`` seconds, cancels the plan (unless ``cancel_on_timeout=False``) and
+    raises ``FutureTimeoutError``. Artifacts: a link to the plan, a table of performances, a summary.
+    Returns ``{"compute_plan_key", "attempt", "created", "status", "link", "performances"}``.
     """
     logger = get_run_logger()
     block = resolve_credentials(credentials)
     run_id = current_flow_run.get_id()
-    key = _plan_key(compute_plan, run_id)
-    link = block.compute_plan_url(key)
+    run_key = _run_key(compute_plan, run_id)
     name = compute_plan.get("name")
     prefix = artifact_key_prefix
-    _RUNNING[str(run_id)] = (block, key)
+    key = run_key
     try:
-        submitted = add_compute_plan(block, {**compute_plan, "key": key})
+        submitted = add_compute_plan(block, {**compute_plan, "key": run_key}, on_failed=on_failed)
+        key, link = submitted["compute_plan_key"], submitted["link"]
+        _RUNNING[str(run_id)] = (block, key)
         artifacts.create_plan_link_artifact(link, key, key_prefix=prefix)
         try:
             plan = wait_compute_plan(block, key, timeout=wait_timeout, polling_period=polling_period)
@@ -204,6 +221,7 @@ def run_compute_plan(
         logger.info("compute plan %s done: %d performance(s)", key, len(rows))
         return {
             "compute_plan_key": key,
+            "attempt": submitted["attempt"],
             "created": submitted["created"],
             "status": plan["status"],
             "link": link,
@@ -212,7 +230,8 @@ def run_compute_plan(
     except BaseException as interruption:
         reason = _stop_reason(interruption, run_id)
         if reason is not None:
-            _cancel_quietly(block, key, reason, logger)
+            # before the submission returned, only the run key is known: cancel its latest attempt
+            _cancel_quietly(block, key, reason, logger, latest_attempt=str(run_id) not in _RUNNING)
         raise
     finally:
         _RUNNING.pop(str(run_id), None)

@@ -285,27 +285,39 @@ def add_compute_plan(
     compute_plan_key: Optional[str] = None,
     batch_size: int = 500,
     step: Optional[str] = None,
+    on_failed: str = "retry",
 ) -> dict[str, Any]:
-    """Submit a compute plan, or find the one an earlier attempt of this flow run submitted.
+    """Submit the current attempt of a compute plan, or find the one an earlier attempt of this flow run submitted.
 
-    The key is ``compute_plan_key``, else the spec's ``key``, else derived from the flow run and
-    this task (see :func:`run_identity`; ``step`` names the submission explicitly), so a retried
-    flow run adds the missing tasks to its plan instead of creating a second one. Returns
-    ``{"compute_plan_key", "created", "added_task_keys", "existing_task_keys"}``.
+    The run key is ``compute_plan_key``, else the spec's ``key``, else derived from the flow run and
+    this task (see :func:`run_identity`; ``step`` names the submission explicitly). A retried or
+    rerun flow run finds its plan while it runs or once it is DONE (adding any missing task); after
+    a FAILED or CANCELED plan it submits the next attempt (``on_failed="retry"``) or raises, naming
+    the plan and its failed task (``"fail"``). Returns ``{"compute_plan_key", "created",
+    "added_task_keys", "existing_task_keys", "attempt", "run_key", "status", "link"}``.
     """
     logger = get_run_logger()
     # the run's identity is looked up only when no key is given (it needs a running task)
     identity = None if steps.given_compute_plan_key(compute_plan, compute_plan_key) else run_identity(step)
-    with _connect(credentials) as client:
+    block = resolve_credentials(credentials)
+    with _connect(block) as client:
         submitted = steps.submit_compute_plan(
-            client, compute_plan, compute_plan_key=compute_plan_key, run_identity=identity, batch_size=batch_size
+            client,
+            compute_plan,
+            compute_plan_key=compute_plan_key,
+            run_identity=identity,
+            batch_size=batch_size,
+            on_failed=on_failed,
         )
     result = _plain(submitted)
+    result["link"] = block.compute_plan_url(result["compute_plan_key"])
     logger.info(
-        "compute plan %s %s (%d task(s) added now)",
+        "compute plan %s (attempt %d) %s, %d task(s) added now: %s",
         result["compute_plan_key"],
-        "submitted" if result["created"] else "found from an earlier attempt",
+        result["attempt"],
+        "submitted" if result["created"] else f"found, {result['status'] or 'just created'}",
         len(result["added_task_keys"]),
+        result["link"],
     )
     return result
 

@@ -10,11 +10,16 @@ Guarantees, step by step
 ------------------------
 - :func:`derive_key` — uuid5 of the JSON list of the parts under a fixed project namespace:
   same parts, same key, on every machine and forever.
-- :func:`submit_compute_plan` — plan key from the spec, else ``derive_key(*run_identity)``, else
-  an error. Task names (``task_id`` values that are not UUIDs) become ``uuid5(plan key, name)``,
-  parent references rewritten. Rerunning creates no second plan (an existing key is found) and no
-  duplicated task (tasks already in the plan are listed and skipped; only the rest are sent, in
-  batches). UUID ``task_id`` values are used as given: they must be stable across reruns.
+- :func:`submit_compute_plan` — a run (named by the spec's key, else ``derive_key(*run_identity)``,
+  else an error) owns attempts 1, 2, ... (:mod:`~substra_flows.steps.attempts`): the latest one is
+  reused while it runs or once DONE, and a FAILED or CANCELED one is followed by the next attempt
+  (``on_failed="retry"``, the default) or reported as an error naming the plan and its failed task
+  (``on_failed="fail"``). Attempt 1's key is the run key; the metadata records the run key and the
+  attempt number. Task names (``task_id`` values that are not UUIDs) become ``uuid5(plan key,
+  name)``, parent references rewritten. Rerunning creates no second plan (an existing attempt is
+  found) and no duplicated task (tasks already in the plan are listed and skipped; only the rest are
+  sent, in batches). UUID ``task_id`` values are used as given in attempt 1 (they must be stable
+  across reruns) and re-keyed under the plan key in later attempts.
 - :func:`register_dataset` / :func:`register_function` — recognised by a fingerprint stored in
   their metadata (``substra_flows_fingerprint``): name + sha256 of the opener / archive (a folder
   is tar-gzipped reproducibly first) + permissions (+ inputs/outputs for functions), looked up
@@ -39,7 +44,9 @@ Guarantees, step by step
   carries the tail of their logs (completed here when the client could not get them).
 - :func:`cancel_compute_plan` — no request for a final plan; a failure on a plan that turns out
   final is not an error. Returns whether this call cancelled it.
-- :func:`leaderboard` / :func:`quality_gate` — read-only / pure.
+- :func:`leaderboard` / :func:`quality_gate` — read-only / pure; the leaderboard ranks the latest
+  DONE attempt of each run and never a failed or canceled one. :func:`fetch_performances` reads a
+  run's latest DONE attempt with ``latest_attempt=True``.
 """
 
 from .assets import (
@@ -51,6 +58,17 @@ from .assets import (
     register_function,
     sync_samples,
 )
+from .attempts import (
+    ATTEMPT_METADATA,
+    ON_FAILED,
+    RUN_METADATA,
+    Attempt,
+    attempt_key,
+    attempt_of,
+    choose_attempt,
+    latest_attempt,
+    latest_done_attempt,
+)
 from .fingerprints import FINGERPRINT_KEY, asset_fingerprint, deterministic_targz, file_sha256, sample_fingerprint
 from .keys import PROJECT_NAMESPACE, derive_key, derive_task_key
 from .leaderboard import (
@@ -58,6 +76,7 @@ from .leaderboard import (
     GateDecision,
     LeaderboardEntry,
     aggregate_performances,
+    latest_attempts,
     leaderboard,
     quality_gate,
     rank_entries,
@@ -68,6 +87,7 @@ from .plans import (
     async_wait_compute_plan,
     async_wait_task,
     cancel_compute_plan,
+    cancel_latest_attempt,
     complete_failure,
     fetch_performances,
     given_compute_plan_key,
@@ -80,8 +100,12 @@ from .plans import (
 
 __all__ = [
     "AGGREGATES",
+    "ATTEMPT_METADATA",
     "FINGERPRINT_KEY",
+    "ON_FAILED",
     "PROJECT_NAMESPACE",
+    "RUN_METADATA",
+    "Attempt",
     "GateDecision",
     "LeaderboardEntry",
     "LedgerError",
@@ -95,7 +119,11 @@ __all__ = [
     "asset_fingerprint",
     "async_wait_compute_plan",
     "async_wait_task",
+    "attempt_key",
+    "attempt_of",
     "cancel_compute_plan",
+    "cancel_latest_attempt",
+    "choose_attempt",
     "complete_failure",
     "default_ledger_dir",
     "derive_key",
@@ -104,6 +132,9 @@ __all__ = [
     "fetch_performances",
     "file_sha256",
     "given_compute_plan_key",
+    "latest_attempt",
+    "latest_attempts",
+    "latest_done_attempt",
     "leaderboard",
     "prepare_compute_plan",
     "quality_gate",

@@ -1,8 +1,9 @@
 """The old SDK's leaderboard, rebuilt on compute-plan metadata filters, and a quality gate.
 
 Plans of one experiment are tagged with metadata (e.g. ``{"experiment": "fedavg"}``); the
-leaderboard lists the DONE ones, scores each on one metric, and ranks them; the gate decides
-whether a new plan beats the best previous one.
+leaderboard lists the DONE ones (of a run with several attempts, its latest DONE attempt only:
+failed and canceled attempts never rank), scores each on one metric, and ranks them; the gate
+decides whether a new plan beats the best previous one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from substra_flows import models
 
+from .attempts import attempt_of
 from .plans import fetch_performances
 
 __all__ = [
@@ -132,7 +134,8 @@ def leaderboard(
     max_rank_only: bool = True,
     higher_is_better: bool = True,
 ) -> list[LeaderboardEntry]:
-    """Rank DONE plans matching the metadata filters by their aggregated metric, best first.
+    """Rank DONE plans matching the metadata filters by their aggregated metric, best first (of a run's
+    attempts, the latest DONE one only).
 
     ``metadata_filters`` uses the SDK's shape ``[{"key": k, "type": "is"|"contains"|"exists",
     "value": v}]`` (a plain ``{k: v}`` dict is accepted as "is" filters). Each plan's score is the
@@ -148,7 +151,7 @@ def leaderboard(
     if metadata:
         filters["metadata"] = metadata
     entries: list[LeaderboardEntry] = []
-    for plan in client.list_compute_plan(filters=filters):
+    for plan in latest_attempts(client.list_compute_plan(filters=filters)):
         rows = fetch_performances(client, plan.key)
         scored = aggregate_performances(rows, identifier=identifier, aggregate=aggregate, max_rank_only=max_rank_only)
         if scored is None:
@@ -168,6 +171,25 @@ def leaderboard(
             )
         )
     return rank_entries(entries, higher_is_better=higher_is_better)
+
+
+def latest_attempts(plans: Sequence[Any]) -> list[Any]:
+    """The plans, keeping of each run's attempts only the highest one (plans without attempt metadata all stay)."""
+    kept: list[Any] = []
+    best: dict[str, tuple[int, int]] = {}  # run key -> (attempt number, index in kept)
+    for plan in plans:
+        attempt = attempt_of(plan)
+        if attempt is None:
+            kept.append(plan)
+            continue
+        run_key, number = attempt
+        if run_key not in best:
+            best[run_key] = (number, len(kept))
+            kept.append(plan)
+        elif number > best[run_key][0]:
+            best[run_key] = (number, best[run_key][1])
+            kept[best[run_key][1]] = plan
+    return kept
 
 
 def _fmt(value: float) -> str:

@@ -23,6 +23,15 @@ from substra_flows import models, schemas, waiting
 from substra_flows.schemas import build_spec, check_key
 
 from .assets import check_batch_size
+from .attempts import (
+    ATTEMPT_METADATA,
+    RUN_METADATA,
+    attempt_key,
+    check_on_failed,
+    choose_attempt,
+    latest_attempt,
+    latest_done_attempt,
+)
 from .keys import as_uuid, check_run_identity, derive_key, derive_task_key
 
 __all__ = [
@@ -30,6 +39,7 @@ __all__ = [
     "async_wait_compute_plan",
     "async_wait_task",
     "cancel_compute_plan",
+    "cancel_latest_attempt",
     "fetch_performances",
     "prepare_compute_plan",
     "submit_compute_plan",
@@ -53,10 +63,13 @@ _FINAL_PLAN_STATUSES = frozenset(
 class SubmittedPlan:
     """Result of :func:`submit_compute_plan`."""
 
-    compute_plan_key: str
-    created: bool  # the plan was created by this call (False: found from a previous attempt)
+    compute_plan_key: str  # the key of the attempt submitted to (or found)
+    created: bool  # the plan was created by this call (False: found, submitted by an earlier call)
     added_task_keys: list[str] = field(default_factory=list)  # tasks this call registered
     existing_task_keys: list[str] = field(default_factory=list)  # tasks found registered already
+    attempt: int = 1  # which attempt of the run the plan is (see steps.attempts)
+    run_key: str = ""  # the run's key: the given key or derive_key(*run_identity), attempt 1's key
+    status: str | None = None  # the plan's status when found (None for a plan created by this call)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -105,29 +118,50 @@ def prepare_compute_plan(
     run_identity: Sequence[str] | None = None,
     *,
     compute_plan_key: str | None = None,
+    attempt: int = 1,
 ) -> tuple[schemas.ComputePlanSpec, dict[str, str]]:
-    """Validate a plan spec and give it deterministic keys; no request is sent.
+    """Validate a plan spec and give it deterministic keys for one attempt of its run; no request is sent.
 
-    - Plan key: as :func:`resolve_compute_plan_key` decides.
-    - Task keys: a ``task_id`` that is a UUID is kept (it must then be stable across reruns: derive it,
-      e.g. with :func:`derive_key`); any other non-empty ``task_id`` is a task *name* and becomes
-      ``uuid5(plan key, task_id)`` (:func:`derive_task_key`), and every ``parent_task_key`` naming a
-      task of the plan by that name is rewritten to the derived key.
+    - Plan key: the run key (:func:`resolve_compute_plan_key`) for attempt 1, else
+      :func:`~substra_flows.steps.attempts.attempt_key` of it; the metadata records both
+      (``substra_flows_run``, ``substra_flows_attempt``).
+    - Task keys: a ``task_id`` that is a UUID is kept for attempt 1 (it must then be stable across
+      reruns: derive it, e.g. with :func:`derive_key`) and becomes ``uuid5(plan key, task_id)`` for
+      later attempts (a task key belongs to one plan only); any other non-empty ``task_id`` is a task
+      *name* and becomes ``uuid5(plan key, task_id)`` (:func:`derive_task_key`). Every
+      ``parent_task_key`` naming a task of the plan is rewritten to match.
 
-    Returns the validated spec and the map {task name: derived key}.
+    Returns the validated spec and the map {task_id as given: task key} of the rewritten ids.
     """
     raw = _as_dict(compute_plan)
-    raw["key"] = resolve_compute_plan_key(raw, compute_plan_key, run_identity)
+    run_key = resolve_compute_plan_key(raw, compute_plan_key, run_identity)
+    raw["key"] = attempt_key(run_key, attempt) if as_uuid(run_key) else run_key  # a bad key: the spec reports it
+    raw["metadata"] = _attempt_metadata(raw.get("metadata"), run_key, attempt)
     names: dict[str, str] = {}
     plan_key = as_uuid(raw["key"])
     tasks = raw.get("tasks")
     if plan_key is not None and isinstance(tasks, list):
-        _derive_task_keys(plan_key, tasks, names)
+        _derive_task_keys(plan_key, tasks, names, rekey_uuids=attempt > 1)
     try:
         spec = build_spec(schemas.ComputePlanSpec, raw)
     except exc.SpecValidationError as error:
         raise _with_task_names(error, names) from None
     return spec, names
+
+
+def _attempt_metadata(metadata: Any, run_key: str, attempt: int) -> Any:
+    """The spec's metadata plus the run key and attempt number (set by the caller to other values: an error)."""
+    if metadata is not None and not isinstance(metadata, Mapping):
+        return metadata  # not a mapping: the spec reports it
+    merged = dict(metadata or {})
+    for name, value in ((RUN_METADATA, str(run_key)), (ATTEMPT_METADATA, str(attempt))):
+        given = merged.get(name)
+        if given is not None and str(given) != value:
+            raise exc.SpecValidationError.for_field(
+                f"metadata.{name}", given, f"is set by submit_compute_plan (here {value!r}): leave it out"
+            )
+        merged[name] = value
+    return merged
 
 
 def _as_dict(compute_plan: Any) -> dict[str, Any]:
@@ -140,13 +174,14 @@ def _as_dict(compute_plan: Any) -> dict[str, Any]:
     return copy.deepcopy(dict(compute_plan))
 
 
-def _derive_task_keys(plan_key: str, tasks: list[Any], names: dict[str, str]) -> None:
-    """Rewrite task names into keys in place (malformed entries are left for the spec to report)."""
+def _derive_task_keys(plan_key: str, tasks: list[Any], names: dict[str, str], *, rekey_uuids: bool = False) -> None:
+    """Rewrite task names (and, with ``rekey_uuids``, UUID task ids) into keys under the plan key, in
+    place (malformed entries are left for the spec to report)."""
     for task in tasks:
         if not isinstance(task, dict):
             continue
         task_id = task.get("task_id")
-        if isinstance(task_id, str) and task_id.strip() and as_uuid(task_id) is None:
+        if isinstance(task_id, str) and task_id.strip() and (rekey_uuids or as_uuid(task_id) is None):
             if task_id in names:
                 raise exc.SpecValidationError.for_field("tasks", task_id, f"task_id used by several tasks: {task_id!r}")
             names[task_id] = derive_task_key(plan_key, task_id)
@@ -186,28 +221,40 @@ def submit_compute_plan(
     run_identity: Sequence[str] | None = None,
     compute_plan_key: str | None = None,
     batch_size: int = 500,
+    on_failed: str = "retry",
 ) -> SubmittedPlan:
-    """Submit a plan whose key is given (``compute_plan_key`` or the spec's) or derived from
-    ``run_identity``; resubmitting returns the existing plan and adds only the missing tasks.
+    """Submit the current attempt of a run's plan: reuse it while it runs or once DONE, start the
+    next attempt after a FAILED or CANCELED one (``on_failed="retry"``), or raise (``"fail"``).
 
-    Steps: create the plan (an existing plan with this key is found, not an error), then, unless this
-    call just created it, list which of the spec's task keys the plan already holds
-    (``GET /task/?compute_plan_key=..&key=..``), and register only the others with
+    The run is named by the given key (``compute_plan_key`` or the spec's) or by ``run_identity``
+    (see :mod:`substra_flows.steps.attempts`). Steps: validate the spec (no request before), read
+    the run's attempts, create the chosen attempt's plan when it does not exist (a plan that
+    appeared meanwhile is found, not an error), list which of the spec's task keys an existing plan
+    already holds (``GET /task/?compute_plan_key=..&key=..``), and register only the others with
     ``add_compute_plan_tasks`` in parents-first batches of ``batch_size``. Task names are turned into
     keys as described in :func:`prepare_compute_plan`.
     """
     check_batch_size(batch_size)
+    check_on_failed(on_failed)
     spec, _ = prepare_compute_plan(compute_plan, run_identity, compute_plan_key=compute_plan_key)
-    created = _create_plan(client, spec)
+    run_key = str(spec.metadata[RUN_METADATA])
+    attempt = choose_attempt(client, run_key, on_failed)
+    if attempt.number > 1:
+        spec, _ = prepare_compute_plan(
+            compute_plan, run_identity, compute_plan_key=compute_plan_key, attempt=attempt.number
+        )
+    created = attempt.plan is None and _create_plan(client, spec)
     tasks = list(spec.tasks or [])
     existing = set() if created else _registered_task_keys(client, spec.key, [t.task_id for t in tasks])
     missing = [t for t in tasks if t.task_id not in existing]
     if missing:
         client.add_compute_plan_tasks(spec.key, missing, batch_size=batch_size)
     logger.info(
-        "compute plan %s %s: %d task(s) added, %d already registered",
+        "compute plan %s (attempt %d of run %s) %s: %d task(s) added, %d already registered",
         spec.key,
-        "created" if created else "found",
+        attempt.number,
+        run_key,
+        "created" if created else f"found ({attempt.status or 'just created'})",
         len(missing),
         len(existing),
     )
@@ -216,6 +263,9 @@ def submit_compute_plan(
         created=created,
         added_task_keys=[t.task_id for t in missing],
         existing_task_keys=[t.task_id for t in tasks if t.task_id in existing],
+        attempt=attempt.number,
+        run_key=run_key,
+        status=attempt.status,
     )
 
 
@@ -362,14 +412,23 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def fetch_performances(client: Any, compute_plan_key: str) -> list[dict[str, Any]]:
+def fetch_performances(client: Any, compute_plan_key: str, *, latest_attempt: bool = False) -> list[dict[str, Any]]:
     """Performance rows of a plan (one dict per task output), JSON-serialisable.
+
+    With ``latest_attempt``, ``compute_plan_key`` names a run (its attempt 1 key, see
+    :mod:`substra_flows.steps.attempts`) and the rows are those of its latest DONE attempt; a run
+    with no DONE attempt raises :class:`~substra_flows.exceptions.NotFound`.
 
     Keys: compute_plan_key, compute_plan_tag, compute_plan_status, compute_plan_start_date,
     compute_plan_end_date, compute_plan_metadata, worker, task_key, task_rank, round_idx,
     identifier, performance.
     """
     compute_plan_key = check_key(compute_plan_key, "compute_plan_key")
+    if latest_attempt:
+        done = latest_done_attempt(client, compute_plan_key)
+        if done is None:
+            raise exc.NotFound(f"run {compute_plan_key} has no DONE attempt", key=compute_plan_key)
+        compute_plan_key = done.compute_plan_key
     return [jsonable(row) for row in client.get_performances(compute_plan_key).rows()]
 
 
@@ -395,3 +454,12 @@ def cancel_compute_plan(client: Any, compute_plan_key: str) -> bool:
         return status == models.ComputePlanStatus.canceled.value
     logger.info("compute plan %s canceled", compute_plan_key)
     return True
+
+
+def cancel_latest_attempt(client: Any, run_key: str) -> tuple[str | None, bool]:
+    """Cancel a run's latest attempt unless it already ended (earlier attempts always have):
+    (its key, or None when the run has no plan; whether this call cancelled it)."""
+    latest = latest_attempt(client, check_key(run_key, "run_key"))
+    if latest is None:
+        return None, False
+    return latest.compute_plan_key, cancel_compute_plan(client, latest.compute_plan_key)
