@@ -7,10 +7,9 @@ from pathlib import Path
 
 from substra_flows import SubstraClient
 from substra_flows.models import ComputePlan
+from substra_flows.steps.attempts import ATTEMPT_METADATA
 from tests.deploy.processes import wait_for
 
-#: the metadata entry in which the steps record a plan's attempt number (substra_flows.steps.attempts)
-ATTEMPT_METADATA = "substra_flows_attempt"
 #: a progress line of a wait: "<done>/<total> tasks done" (with status and elapsed time around it)
 PROGRESS = re.compile(r"\b\d+/\d+ tasks done\b")
 
@@ -44,3 +43,4 @@ def assert_no_secret(secrets: list[str], *sources: str | Path) -> None:
         name = str(source) if isinstance(source, Path) else "the log read through the API"
         for secret in secrets:
             assert secret not in text, f"a token or password appears in {name}"
+__all__ = ["ATTEMPT_METADATA", "assert_no_secret", "assert_progress_lines", "plans_for", "wait_plan_status"]
