@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -129,9 +130,8 @@ class AirflowDeployment:
 
     def request(self, method: str, path: str, check: bool = True, **kwargs: Any) -> requests.Response:
         """One call to the REST API, authenticated."""
-        answer = requests.request(
-            method, self.url + path, headers={"Authorization": f"Bearer {self.token()}"}, timeout=60, **kwargs
-        )
+        headers = {"Authorization": f"Bearer {self.token()}", **kwargs.pop("headers", {})}
+        answer = requests.request(method, self.url + quote(path), headers=headers, timeout=60, **kwargs)
         if check and not answer.ok:
             raise AssertionError(f"{method} {path}: {answer.status_code} {answer.text[:1000]}")
         return answer
@@ -216,6 +216,12 @@ class AirflowDeployment:
             return wait_for(f"DAG run {run_id} in {sorted(states)}", probe, timeout, 2.0, self.services)
         except AssertionError as error:
             raise AssertionError(f"{error}\ntask states: {self.task_instances(run_id)}") from None
+
+    def trigger_log(self, run_id: str, try_number: int, task_id: str = PLAN_TASK) -> str:
+        """What the triggerer wrote for a task instance's try (every trigger log file of that try)."""
+        folder = self.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={task_id}"
+        files = sorted(folder.glob(f"attempt={try_number}.log.trigger.*.log"))
+        return "".join(f.read_text(errors="replace") for f in files)
 
     def log_files(self) -> Iterator[Path]:
         """Every task and trigger log file written so far."""

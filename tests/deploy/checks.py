@@ -43,4 +43,6 @@ def assert_no_secret(secrets: list[str], *sources: str | Path) -> None:
         name = str(source) if isinstance(source, Path) else "the log read through the API"
         for secret in secrets:
             assert secret not in text, f"a token or password appears in {name}"
+
+
 __all__ = ["ATTEMPT_METADATA", "assert_no_secret", "assert_progress_lines", "plans_for", "wait_plan_status"]
