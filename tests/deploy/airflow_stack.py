@@ -77,8 +77,10 @@ class AirflowDeployment:
             "SUBSTRA_RETRAINING_DATA_DIR": str(data_dir),
             "SUBSTRA_RETRAINING_ROUNDS": "1",
             "SUBSTRA_FLOWS_LEDGER_DIR": str(home / "ledgers"),
+            "TMPDIR": str(home / "tmp"),  # what the DAG writes by default stays in the test's folder
             **connections,
         }
+        (home / "tmp").mkdir(exist_ok=True)
         logs = home / "service-logs"
         logs.mkdir(exist_ok=True)
         airflow = _airflow()

@@ -42,12 +42,14 @@ class PrefectDeployment:
         self.api = f"http://127.0.0.1:{self.port}/api"
         self.workdir = home / "serve-cwd"
         self.workdir.mkdir(parents=True, exist_ok=True)
+        (home / "tmp").mkdir(exist_ok=True)
         keep = ("PATH", "LANG", "LC_ALL", "TMPDIR", "HOME", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
         self.env = {
             **{k: os.environ[k] for k in keep if k in os.environ},
             "PYTHONPATH": str(ROOT),
             "PYTHONUNBUFFERED": "1",
             "PREFECT_HOME": str(home / "prefect-home"),
+            "TMPDIR": str(home / "tmp"),  # what the flow or DAG writes by default stays in the test's folder
             "PREFECT_API_URL": self.api,
             "PREFECT_SERVER_API_HOST": "127.0.0.1",
             "PREFECT_SERVER_API_PORT": str(self.port),
