@@ -102,6 +102,10 @@ class DagRunFailed(RuntimeError):
     """A DAG run ended in failure; the message holds the errors of its failed task tries."""
 
 
+#: the example pipelines download the promoted model: the campaign's nodes allow model export
+FACE_NODE_OPTIONS: dict[str, Any] = {"model_export": True}
+
+
 def airflow_pipeline(dag: Any) -> Callable[..., list[dict[str, Any]]]:
     """One day of the example DAG as a campaign pipeline: ``dag.test()`` against the node."""
     import pendulum
@@ -181,13 +185,13 @@ def run_face(
     progress: Callable[[str], None] = print,
 ) -> list[KindResult]:
     """Baseline on a fresh node, then every (kind, seed) on a fresh node of its own."""
-    with LocalNode(organizations=2) as node:
+    with LocalNode(organizations=2, **FACE_NODE_OPTIONS) as node:
         expected = baseline(node, settings, workdir / f"{face}-baseline", run=pipeline, count=count_all)
     progress(f"{face}: fault-free run: {expected}")
     results = []
     for seed in seeds:
         for kind in kinds:
-            with LocalNode(organizations=2) as node:
+            with LocalNode(organizations=2, **FACE_NODE_OPTIONS) as node:
                 result = run_kind(
                     node, kind, seed, settings, workdir / face, expected, run=pipeline, count=count_all, face=face
                 )

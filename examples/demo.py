@@ -341,7 +341,15 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     out = Path(args.out).resolve()
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="substra-flows-demo-") as tmp, LocalNode(organizations=2) as node:
+    # The promote step downloads the gated model: a default deployment refuses that (the channel's
+    # model_export_enabled is off), so the demo's node turns model export on, as a deployment that
+    # promotes models must. Builds, login throttling and the rest keep a default deployment's settings.
+    node_options = {"model_export": True}
+    with (
+        tempfile.TemporaryDirectory(prefix="substra-flows-demo-") as tmp,
+        LocalNode(organizations=2, **node_options) as node,
+    ):
+        step("model export is on for this demo (model_export_enabled: the promote step downloads the model)")
         workdir = Path(tmp)
         os.environ.setdefault("SUBSTRA_FLOWS_LEDGER_DIR", str(workdir / "ledgers"))
         names = ", ".join(f"{o.name} ({o.organization_id})" for o in node.organizations)

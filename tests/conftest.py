@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from substra_flows.local_node import LocalNode
-from tests.recording import substra_targets, vcr_settings
+from tests.recording import TEST_NODE_OPTIONS, substra_targets, vcr_settings
 
 __all__ = ["substra_targets"]
 
@@ -26,7 +26,7 @@ __all__ = ["substra_targets"]
 @pytest.fixture(scope="session")
 def local_node() -> Iterator[LocalNode]:
     """One 2-organization local node for the whole session (tests must not rely on an empty store)."""
-    with LocalNode(organizations=2) as node:
+    with LocalNode(organizations=2, **TEST_NODE_OPTIONS) as node:  # opt-ins: tests/recording.py
         yield node
 
 

@@ -34,6 +34,12 @@ TARGETS_FILE = CASSETTES / "targets.json"
 REDACTED = "REDACTED"
 REPLAY_HOST = "http://127.0.0.1:9"  # discard port: a request that escapes the cassette fails at once
 SECRET_FIELDS = ("password", "token", "username")
+#: environment of a local node's build phase in tests: pip never reaches a package index
+OFFLINE_BUILD = {"PIP_NO_INDEX": "1"}
+#: what the tests' nodes opt in to, away from a default deployment's settings: model export on (tests
+#: download models), no minimum build time (speed), builds that never reach a package index (the example
+#: functions' ``RUN pip install substratools==1.0.0`` is satisfied by the node's own packages)
+TEST_NODE_OPTIONS: dict[str, Any] = {"model_export": True, "build_seconds": 0.0, "build_env": OFFLINE_BUILD}
 
 
 def recording() -> bool:
@@ -137,7 +143,7 @@ def substra_targets() -> Iterator[list[Target]]:
         return
     from substra_flows.local_node import LocalNode
 
-    with LocalNode(organizations=2) as node:
+    with LocalNode(organizations=2, **TEST_NODE_OPTIONS) as node:
         media_root = str(node.servermedias_root)
         yield _with_org_ids(
             [

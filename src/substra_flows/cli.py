@@ -16,7 +16,15 @@ def _local_node(args: argparse.Namespace) -> int:
         kinds = tuple(k for k in args.fault_kinds.split(",") if k) if args.fault_kinds else None
         faults = FaultConfig(rate=args.fault_rate, **({"kinds": kinds} if kinds else {}))
     node = LocalNode(
-        organizations=args.organizations, host=args.host, port=args.port, log_level=args.log_level, faults=faults
+        organizations=args.organizations,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        faults=faults,
+        model_export=args.model_export,
+        build_seconds=args.build_seconds,
+        replication_lag=args.replication_lag,
+        login_throttle=args.login_throttle or None,
     )
     node.start()
     print(f"Local Substra node on {node.url} (Ctrl-C to stop; everything is deleted on exit)")
@@ -50,6 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     node.add_argument("--fault-rate", type=float, default=0.0, help="share of requests hit by a fault (default 0)")
     node.add_argument(
         "--fault-kinds", default="", help="comma-separated fault kinds (default: all; see local_node/faults.py)"
+    )
+    node.add_argument(
+        "--model-export", action="store_true", help="allow model downloads (model_export_enabled; off by default)"
+    )
+    node.add_argument("--build-seconds", type=float, default=1.0, help="least time a function build takes (1)")
+    node.add_argument(
+        "--replication-lag", type=float, default=0.0, help="seconds before other organizations see a write (0)"
+    )
+    node.add_argument(
+        "--login-throttle", type=int, default=40, help="logins and anonymous calls a minute per IP (40; 0: off)"
     )
     node.set_defaults(run=_local_node)
     args = parser.parse_args(argv)

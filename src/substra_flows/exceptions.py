@@ -54,6 +54,7 @@ __all__ = [
     "register_secret",
     "redact",
     "redact_obj",
+    "ModelExportDisabled",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -258,6 +259,10 @@ class AuthenticationError(HTTPError):
 
 class AuthorizationError(HTTPError):
     """403: authenticated, but not allowed."""
+
+
+class ModelExportDisabled(AuthorizationError):
+    """403 on a model download because the channel's ``model_export_enabled`` is off (the Helm chart's default)."""
 
 
 class NotFound(HTTPError):

@@ -20,6 +20,10 @@ from substra_flows.exceptions import FutureFailureError, FutureTimeoutError
 from substra_flows.models import ComputePlanStatus, ComputeTaskStatus, FunctionStatus
 
 LOG_TAIL_LINES = 40
+#: how long a wait treats 404 as "not replicated yet": on a real deployment each organization serves
+#: its own database, fed by orchestrator events, so a key created through another organization
+#: shows up a little later
+NOT_FOUND_GRACE = 30.0
 
 
 class WaitKind(str, enum.Enum):
@@ -91,6 +95,17 @@ def classify(kind: WaitKind, asset: Any) -> Outcome:
     return Outcome.pending
 
 
+@dataclass(frozen=True)
+class NotVisible:
+    """What a fetch returns instead of raising on 404 (the asset may not be replicated yet)."""
+
+    error: Exception
+
+
+def _terminated(plan: Any) -> bool:
+    return status_of(plan) in (ComputePlanStatus.canceled.value, ComputePlanStatus.failed.value)
+
+
 def failed_task_keys(kind: WaitKind, asset: Any, key: str) -> list[str]:
     """Tasks to blame for a failure: the task ``key`` itself, or the plan's ``failed_task_key``."""
     if kind is WaitKind.task:
@@ -139,20 +154,41 @@ def wait_machine(
     raise_on_failure: bool = True,
     clock: Callable[[], float] = time.monotonic,
     log_lines: int = LOG_TAIL_LINES,
+    not_found_grace: float = NOT_FOUND_GRACE,
 ) -> WaitMachine:
     """Poll until ``key`` reaches a final state; return the final asset.
 
     ``timeout=None`` waits without deadline (as the SDK does). Raises FutureTimeoutError when the
     deadline passes, FutureFailureError on failure/cancellation if ``raise_on_failure``.
+
+    As a real deployment behaves: a 404 (the fetch sends back :class:`NotVisible`) is polled again
+    for ``not_found_grace`` seconds; a task still waiting for its parents once its plan is cancelled
+    or failed ends the wait (it would never run); and a plan, or a task, that reads CANCELED because a
+    failure aborted the queued tasks is reported as FAILED, naming the failed task.
     """
     if polling_period < 0:
         raise ValueError(f"polling_period must be >= 0, got {polling_period!r}")
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
-    deadline = None if timeout is None else clock() + timeout
+    started = clock()
+    deadline = None if timeout is None else started + timeout
     while True:
         asset = yield Fetch(kind, key)
+        if isinstance(asset, NotVisible):
+            if clock() - started >= not_found_grace:
+                raise asset.error
+            yield Sleep(polling_period)
+            continue
         outcome = classify(kind, asset)
+        plan = None
+        if kind is WaitKind.task and getattr(asset, "compute_plan_key", None) and _plan_matters(asset, outcome):
+            fetched = yield Fetch(WaitKind.compute_plan, asset.compute_plan_key)
+            plan = None if isinstance(fetched, NotVisible) else fetched
+            if outcome is Outcome.pending and plan is not None and _terminated(plan):
+                # a task waiting for its parents in a cancelled or failed plan is never queued: it stays so for good
+                outcome = Outcome.canceled
+        if outcome is Outcome.canceled and _failure_behind(kind, asset, plan):
+            outcome = Outcome.failed  # a failure aborts queued tasks to CANCELED: report the failure
         if outcome is Outcome.pending:
             now = clock()
             if deadline is not None and now >= deadline:
@@ -170,11 +206,13 @@ def wait_machine(
         if outcome is Outcome.succeeded or not raise_on_failure:
             return asset
         culprits = failed_task_keys(kind, asset, key) if outcome is Outcome.failed else []
+        if plan is not None and getattr(plan, "failed_task_key", None) and status_of(asset) != "STATUS_FAILED":
+            culprits = [plan.failed_task_key]
         logs: Mapping[str, str] = {}
         if culprits:
             logs = (yield FetchLogs(tuple(culprits), log_lines)) or {}
         raise FutureFailureError(
-            failure_message(kind, key, asset, outcome, culprits, logs),
+            failure_message(kind, key, asset, outcome, culprits, logs, plan=plan),
             key=key,
             kind=kind.value,
             status=status_of(asset),
@@ -184,6 +222,21 @@ def wait_machine(
         )
 
 
+def _plan_matters(task: Any, outcome: Outcome) -> bool:
+    """Whether the task's plan can change how the wait ends: a task canceled (maybe by a failure) or
+    one waiting for parents (never queued once the plan is terminated)."""
+    return outcome is Outcome.canceled or (
+        outcome is Outcome.pending and status_of(task) == ComputeTaskStatus.waiting_for_parent_tasks.value
+    )
+
+
+def _failure_behind(kind: WaitKind, asset: Any, plan: Any) -> bool:
+    """A CANCELED plan (or a task of one) whose ``failed_task_key`` is set: a failure, not a cancel."""
+    if kind is WaitKind.compute_plan:
+        return bool(getattr(asset, "failed_task_key", None))
+    return plan is not None and bool(getattr(plan, "failed_task_key", None))
+
+
 def failure_message(
     kind: WaitKind,
     key: str,
@@ -191,10 +244,21 @@ def failure_message(
     outcome: Outcome,
     culprits: list[str],
     logs: Mapping[str, str],
+    *,
+    plan: Any = None,
 ) -> str:
     """Readable failure text: what failed, which task(s), and the tail of their logs."""
     verb = "was canceled" if outcome is Outcome.canceled else "failed"
     text = f"{kind.value} {key} {verb} (status {status_of(asset)})"
+    if kind is WaitKind.task and plan is not None and status_of(asset) != ComputeTaskStatus.failed.value:
+        if TERMINAL_STATES[WaitKind.task].canceled.isdisjoint({status_of(asset)}):
+            text = f"task {key} will never run (status {status_of(asset)})"
+        else:
+            text = f"task {key} was canceled"
+        cause = f"task {plan.failed_task_key} failed" if getattr(plan, "failed_task_key", None) else "it was canceled"
+        text += f": its compute plan {plan.key} is {status_of(plan)} ({cause})"
+    elif kind is WaitKind.compute_plan and outcome is Outcome.failed and status_of(asset) != "PLAN_STATUS_FAILED":
+        text += ": a task failed and the tasks queued behind it were canceled"
     error_type = getattr(asset, "error_type", None)
     if error_type is not None:
         text += f", error type {getattr(error_type, 'value', error_type)}"

@@ -22,6 +22,7 @@ from benchmarks.fault_campaign_faces import AIRFLOW_DAG_ENV, airflow_pipeline, r
 from substra_flows.local_node import LocalNode
 from tests.airflow.conftest import DAGS_FOLDER, sync_dag
 from tests.faults.checks import assert_guarantees_held
+from tests.recording import TEST_NODE_OPTIONS
 
 pytestmark = pytest.mark.live
 
@@ -61,7 +62,7 @@ def test_a_failed_dag_run_reports_errors_that_name_their_cause(dag: Any, dag_tes
     from benchmarks.fault_campaign import text_names_cause
     from benchmarks.fault_campaign_faces import DagRunFailed
 
-    with LocalNode(organizations=2) as node:
+    with LocalNode(organizations=2, **TEST_NODE_OPTIONS) as node:
         pipeline = airflow_pipeline(dag)
         gone = node
     with pytest.raises(DagRunFailed) as failed:

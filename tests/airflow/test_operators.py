@@ -25,7 +25,7 @@ from airflow_provider.operators.substra import (
     sample_folders,
     to_jsonable,
 )
-from airflow_provider.triggers.substra import SubstraComputePlanTrigger
+from airflow_provider.triggers.substra import WAIT_TRY_XCOM_KEY, SubstraComputePlanTrigger
 from substra_flows.steps import attempt_key
 from tests.airflow.conftest import UNIT_TOKEN
 from tests.airflow.fakes import (
@@ -276,6 +276,7 @@ def test_deferrable_hands_the_wait_to_the_trigger(fake_substra: FakeSubstra, con
     assert deferred.value.kwargs == {"compute_plan_key": derived_key()}
     assert deferred.value.timeout > dt.timedelta(seconds=600)
     assert context["ti"].xcom["compute_plan_key"] == derived_key()
+    assert context["ti"].xcom[WAIT_TRY_XCOM_KEY] == 1  # the try that waits: a stopped older try cancels nothing
 
 
 def test_a_deferred_retry_waits_for_the_new_attempt(fake_substra: FakeSubstra, context: dict[str, Any]) -> None:
@@ -288,6 +289,7 @@ def test_a_deferred_retry_waits_for_the_new_attempt(fake_substra: FakeSubstra, c
     second = attempt_key(derived_key(), 2)
     assert deferred.value.trigger.compute_plan_key == second
     assert deferred.value.kwargs == {"compute_plan_key": second}
+    assert context["ti"].xcom[WAIT_TRY_XCOM_KEY] == 3
     op = plan_operator(deferrable=True)
     done = {"kind": "compute_plan", "key": second, "status": "success", "message": "done"}
     assert op.execute_complete(context, done, compute_plan_key=second) == second

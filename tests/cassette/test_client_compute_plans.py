@@ -149,9 +149,9 @@ def test_submit_compute_plan_refused_by_the_server_then_fixed(
     key = plan_key("submit refused")
     unknown = plan_key("no such function")
     broken = {"key": key, "name": "cassette submit refused", "tasks": chain(key, unknown, org1.organization_id, 2)}
-    with pytest.raises(exc.InvalidRequest) as raised:
+    with pytest.raises(exc.NotFound) as raised:  # OE0002, as orchestrator 1.0 answers an unknown function
         client1.submit_compute_plan(broken)
-    assert raised.value.status_code == 400 and unknown in str(raised.value)
+    assert raised.value.status_code == 404 and unknown in str(raised.value)
     assert client1.list_task(filters={"compute_plan_key": [key]}) == []  # the batch was refused as a whole
     fixed = {**broken, "tasks": chain(key, world["noop"], org1.organization_id, 2)}
     resubmitted = client1.submit_compute_plan(fixed)  # the same run, fixed: finds its (empty) plan, adds the tasks
@@ -253,7 +253,7 @@ def test_add_task_with_an_unknown_function_is_a_400(client1: SubstraClient, org1
         "function_key": function_key,
         "worker": org1.organization_id,
     }
-    with pytest.raises(exc.InvalidRequest) as raised:
+    with pytest.raises(exc.NotFound) as raised:  # OE0002: NotFound
         client1.add_task(spec)
     assert function_key in str(raised.value)
 

@@ -186,10 +186,12 @@ def test_wait_compute_plan_of_a_failing_plan_names_the_task(client1: SubstraClie
 
 
 def test_wait_timeouts(client1: SubstraClient, org1: Target, world: dict) -> None:
-    with pytest.raises(exc.FutureTimeoutError) as task_timeout:
+    # a task waiting for a failed parent never runs on a real server: the wait ends, naming the failure
+    with pytest.raises(exc.FutureFailureError) as stranded:
         client1.wait_task(world["after_fail"], timeout=0, polling_period=org1.polling_period)
-    assert task_timeout.value.status == ComputeTaskStatus.waiting_for_parent_tasks.value
-    assert task_timeout.value.key == world["after_fail"]
+    assert stranded.value.status == ComputeTaskStatus.waiting_for_parent_tasks.value
+    assert stranded.value.key == world["after_fail"] and "will never run" in str(stranded.value)
+    assert stranded.value.failed_task_keys == [world["fail_task"]]
     with pytest.raises(exc.FutureTimeoutError) as plan_timeout:
         client1.wait_compute_plan(world["empty"], timeout=0, polling_period=org1.polling_period)
     assert plan_timeout.value.status == ComputePlanStatus.created.value
@@ -197,9 +199,13 @@ def test_wait_timeouts(client1: SubstraClient, org1: Target, world: dict) -> Non
 
 def test_wait_for_unknown_keys_is_not_found(client1: SubstraClient, org1: Target) -> None:
     with pytest.raises(exc.NotFound):
-        client1.wait_task(unknown_key("task", "wait"), timeout=10, polling_period=org1.polling_period)
+        client1.wait_task(
+            unknown_key("task", "wait"), timeout=10, polling_period=org1.polling_period, not_found_grace=0
+        )
     with pytest.raises(exc.NotFound):
-        client1.wait_compute_plan(unknown_key("plan", "wait"), timeout=10, polling_period=org1.polling_period)
+        client1.wait_compute_plan(
+            unknown_key("plan", "wait"), timeout=10, polling_period=org1.polling_period, not_found_grace=0
+        )
 
 
 async def test_async_waits_and_getters(client1: SubstraClient, org1: Target, world: dict) -> None:
@@ -229,7 +235,7 @@ async def test_async_wait_errors(client1: SubstraClient, org1: Target, world: di
     assert plan_failed.value.failed_task_keys == [world["fail_task"]] and MARKER in str(plan_failed.value)
     with pytest.raises(exc.FutureTimeoutError):
         await client1.async_wait_compute_plan(world["empty"], timeout=0, polling_period=org1.polling_period)
-    with pytest.raises(exc.FutureTimeoutError):
+    with pytest.raises(exc.FutureFailureError, match="will never run"):
         await client1.async_wait_task(world["after_fail"], timeout=0, polling_period=org1.polling_period)
     with pytest.raises(exc.NotFound):
         await client1.async_get_task(unknown_key("task", "async"))

@@ -41,7 +41,8 @@ def test_add_function_then_get_it(client1: SubstraClient, org1: Target, workdir:
     spec = function_spec("train", workdir, title="cassette added function")
     spec["metadata"] = {"source": "cassette"}
     key = client1.add_function(spec)
-    function = client1.get_function(key)
+    assert client1.get_function(key).status in (FunctionStatus.waiting, FunctionStatus.building)  # build phase
+    function = client1.wait_function(key, timeout=60, polling_period=org1.polling_period)
     assert function.key == key and function.name == "cassette added function"
     assert function.owner == org1.organization_id
     assert function.metadata == {"source": "cassette"}
@@ -157,7 +158,9 @@ def test_wait_function(client1: SubstraClient, org1: Target, world: dict) -> Non
     function = client1.wait_function(world["listed"][0], timeout=60, polling_period=org1.polling_period)
     assert function.status is FunctionStatus.ready
     with pytest.raises(exc.NotFound):
-        client1.wait_function(unknown_key("function", "wait"), timeout=60, polling_period=org1.polling_period)
+        client1.wait_function(
+            unknown_key("function", "wait"), timeout=60, polling_period=org1.polling_period, not_found_grace=0
+        )
 
 
 async def test_async_wait_function_and_get_function(client1: SubstraClient, org1: Target, world: dict) -> None:
@@ -168,4 +171,6 @@ async def test_async_wait_function_and_get_function(client1: SubstraClient, org1
     with pytest.raises(exc.NotFound):
         await client1.async_get_function(unknown_key("function", "async get"))
     with pytest.raises(exc.NotFound):
-        await client1.async_wait_function(unknown_key("function", "async"), polling_period=org1.polling_period)
+        await client1.async_wait_function(
+            unknown_key("function", "async"), polling_period=org1.polling_period, not_found_grace=0
+        )

@@ -33,6 +33,7 @@ from benchmarks.fault_campaign import (
 from substra_flows import exceptions as exc
 from substra_flows.local_node import FAULT_KINDS, LocalNode
 from tests.faults.checks import assert_guarantees_held
+from tests.recording import TEST_NODE_OPTIONS
 
 pytestmark = pytest.mark.live
 
@@ -43,7 +44,7 @@ SEED = int(os.environ.get("SUBSTRA_FLOWS_CAMPAIGN_SEED", "1"))
 @pytest.fixture(scope="module")
 def node() -> Iterator[LocalNode]:
     """A node of this module only: its faults must not reach other modules' node."""
-    with LocalNode(organizations=2) as started:
+    with LocalNode(organizations=2, **TEST_NODE_OPTIONS) as started:
         yield started
 
 

@@ -13,6 +13,7 @@ from examples import assets
 from substra_flows import SubstraClient
 from substra_flows import exceptions as exc
 from substra_flows.local_node import FaultConfig, LocalNode
+from tests.recording import TEST_NODE_OPTIONS
 
 pytestmark = pytest.mark.live
 
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.live
 @pytest.fixture(scope="module")
 def node() -> Iterator[LocalNode]:
     """A node of our own: faults must not leak into other modules' node."""
-    with LocalNode(organizations=1) as started:
+    with LocalNode(organizations=1, **TEST_NODE_OPTIONS) as started:
         yield started
 
 

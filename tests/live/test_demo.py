@@ -18,6 +18,7 @@ import pytest
 from examples.demo import DayResult, run_demo
 from substra_flows import SubstraClient
 from substra_flows.local_node import LocalNode
+from tests.recording import TEST_NODE_OPTIONS
 
 pytestmark = pytest.mark.live
 
@@ -34,7 +35,7 @@ SAMPLES_PER_DAY = 3  # 2 train + 1 test per organization
 def demo(prefect_server: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Run the shortened demo on a node of its own, then read back everything it holds."""
     out = tmp_path_factory.mktemp("demo")
-    with LocalNode(organizations=2) as node:
+    with LocalNode(organizations=2, **TEST_NODE_OPTIONS) as node:
         rows = run_demo(node, days=[1, 2], rounds=1, out=out, workdir=out / "work", orchestrators=ORCHESTRATORS)
         org = node.organizations[0]
         with SubstraClient(url=org.url, token=org.token) as client:

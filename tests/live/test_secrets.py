@@ -32,6 +32,7 @@ from examples import assets
 from substra_flows import SubstraClient, steps
 from substra_flows import exceptions as exc
 from substra_flows.local_node import FaultConfig, LocalNode
+from tests.recording import TEST_NODE_OPTIONS
 
 pytestmark = pytest.mark.live
 
@@ -80,7 +81,7 @@ class Evidence:
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[LocalNode]:
-    with LocalNode(organizations=2, log_level="debug") as started:
+    with LocalNode(organizations=2, log_level="debug", **TEST_NODE_OPTIONS) as started:
         yield started
 
 
@@ -224,7 +225,7 @@ def _forced_errors(
     expect_error(evidence, "404", lambda: token_client.get_compute_plan(str(uuid.uuid4())), exc.NotFound)
     expect_error(
         evidence,
-        "400",
+        "404",  # an unknown function is OE0002, NotFound, as orchestrator 1.0 answers
         lambda: token_client.add_compute_plan(
             {
                 "name": "bad function",
@@ -233,7 +234,7 @@ def _forced_errors(
                 ],
             }
         ),
-        exc.InvalidRequest,
+        exc.NotFound,
     )
 
     # a task that fails: the error carries the tail of its logs

@@ -208,7 +208,7 @@ def test_add_compute_plan_with_an_unknown_function(creds, world):
     spec = federated_spec(f"{PREFIX} broken plan", world)
     for task_spec in spec["tasks"]:
         task_spec["function_key"] = UNKNOWN
-    with pytest.raises(exc.InvalidRequest) as raised:
+    with pytest.raises(exc.NotFound) as raised:  # OE0002: orchestrator 1.0 answers 404
         add_compute_plan(creds, spec, compute_plan_key=_key("broken plan"))
     assert UNKNOWN in str(raised.value)  # the server's message names the missing function
 

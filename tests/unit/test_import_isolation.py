@@ -27,12 +27,15 @@ def test_import_leaves_orchestrators_and_sdk_unloaded():
 
 def test_core_modules_import_only_allowed_third_parties():
     allowed = {"requests", "pydantic", "tenacity", "yaml", "urllib3", "substra_flows"}
-    core = ["__init__", "client", "transport", "schemas", "models", "waiting", "config", "exceptions"]
+    package = SRC / "substra_flows"
+    core = ["__init__", "transport", "schemas", "models", "waiting", "config", "exceptions"]
+    files = [package / f"{name}.py" for name in core] + sorted((package / "client").glob("*.py"))
     stdlib = set(sys.stdlib_module_names)
-    for name in core:
-        source = (SRC / "substra_flows" / f"{name}.py").read_text()
+    for path in files:
+        name = path.relative_to(package).as_posix()
+        source = path.read_text()
         for line in source.splitlines():
             words = line.split()
             if len(words) >= 2 and words[0] in ("import", "from") and not line.startswith((" ", "\t")):
                 top = words[1].split(".")[0]
-                assert top in stdlib or top in allowed or top == "__future__", f"{name}.py imports {top}"
+                assert top in stdlib or top in allowed or top == "__future__", f"{name} imports {top}"

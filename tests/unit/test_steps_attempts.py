@@ -145,6 +145,20 @@ def test_on_failed_fail_on_a_canceled_plan_says_it_was_canceled(client: SubstraC
         steps.submit_compute_plan(client, SPEC, run_identity=RUN, on_failed="fail")
 
 
+def test_on_failed_fail_on_a_plan_a_failure_canceled_names_the_failure(client: SubstraClient, server: MiniServer):
+    """The orchestrator may record CANCELED for a plan whose task failed (the queued tasks were aborted)."""
+    first = steps.submit_compute_plan(client, SPEC, run_identity=RUN)
+    culprit = first.added_task_keys[0]
+    _end(server, RUN_KEY, "PLAN_STATUS_CANCELED", failed_task_key=culprit)
+    server.logs[culprit] = "MemoryError"
+    with pytest.raises(exc.FutureFailureError) as failed:
+        steps.submit_compute_plan(client, SPEC, run_identity=RUN, on_failed="fail")
+    assert f"compute plan {RUN_KEY} failed" in str(failed.value) and f"failed task: {culprit}" in str(failed.value)
+    assert "MemoryError" in str(failed.value)
+    retried = steps.submit_compute_plan(client, SPEC, run_identity=RUN)  # and by default: attempt 2
+    assert retried.attempt == 2 and retried.created
+
+
 def test_on_failed_fail_still_reuses_a_running_or_done_plan(client: SubstraClient, server: MiniServer):
     steps.submit_compute_plan(client, SPEC, run_identity=RUN, on_failed="fail")
     again = steps.submit_compute_plan(client, SPEC, run_identity=RUN, on_failed="fail")

@@ -327,3 +327,60 @@ def _fn(key):
     from ._fakes import function_body
 
     return function_body(key)
+
+
+# -- real-deployment behaviours (backend-1.0 audit, top 2, 3 and 8) ------------------------------
+
+
+def _drive(machine, answers):
+    """Feed ``answers`` to the machine's Fetch actions in order; sleeps and logs get None / {}."""
+    action = next(machine)
+    fed = iter(answers)
+    while True:
+        if isinstance(action, Fetch):
+            action = machine.send(next(fed))
+        elif isinstance(action, FetchLogs):
+            action = machine.send({})
+        else:
+            action = machine.send(None)
+
+
+def test_a_plan_canceled_behind_a_failure_is_reported_as_failed() -> None:
+    machine = wait_machine(WaitKind.compute_plan, "p", timeout=None, polling_period=0)
+    plan = asset("PLAN_STATUS_CANCELED", key="p", failed_task_key="t1")
+    with pytest.raises(exc.FutureFailureError) as raised:
+        _drive(machine, [plan])
+    assert "failed" in str(raised.value) and raised.value.failed_task_keys == ["t1"]
+
+
+def test_a_task_waiting_for_parents_in_a_cancelled_plan_ends_the_wait() -> None:
+    machine = wait_machine(WaitKind.task, "t", timeout=None, polling_period=0)
+    stranded = asset("STATUS_WAITING_FOR_PARENT_TASKS", key="t", compute_plan_key="p")
+    with pytest.raises(exc.FutureFailureError, match="will never run"):
+        _drive(machine, [stranded, asset("PLAN_STATUS_CANCELED", key="p", failed_task_key=None)])
+
+
+def test_a_404_is_polled_again_for_the_grace_period_then_raised() -> None:
+    from substra_flows.waiting import NotVisible
+
+    clock = FakeClock()
+    machine = wait_machine(WaitKind.compute_plan, "p", timeout=None, polling_period=1.0, clock=clock, not_found_grace=3)
+    missing = NotVisible(exc.NotFound("404", status_code=404))
+    action = next(machine)
+    seen = 0
+    with pytest.raises(exc.NotFound):
+        while True:
+            if isinstance(action, Fetch):
+                seen += 1
+                action = machine.send(missing)
+            else:
+                clock.sleep(action.seconds)
+                action = machine.send(None)
+    assert seen == 4  # at 0, 1, 2 and 3 s
+    machine = wait_machine(WaitKind.compute_plan, "p", timeout=None, polling_period=1.0, clock=FakeClock())
+    next(machine)
+    assert isinstance(machine.send(missing), Sleep)
+    with pytest.raises(StopIteration) as done:
+        machine.send(None)
+        machine.send(asset("PLAN_STATUS_DONE", key="p"))
+    assert done.value.value.status == "PLAN_STATUS_DONE"

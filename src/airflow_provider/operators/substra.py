@@ -26,6 +26,7 @@ from airflow_provider.triggers.substra import (
     FAILED,
     SUCCESS,
     TIMEOUT,
+    WAIT_TRY_XCOM_KEY,
     SubstraComputePlanTrigger,
     check_event,
 )
@@ -391,7 +392,7 @@ class SubstraAddComputePlanOperator(SubstraBaseOperator):
         if not isinstance(spec, Mapping):
             raise TypeError(f"compute_plan must be a ComputePlanSpec dict, got {type(spec).__name__}")
         key = steps.given_compute_plan_key(spec, self.compute_plan_key)
-        if not key:
+        if key is None:
             ti = context["ti"]
             key = derive_compute_plan_key(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1))
         return {**spec, "key": key}
@@ -445,6 +446,9 @@ class SubstraAddComputePlanOperator(SubstraBaseOperator):
         except FutureTimeoutError:
             pass  # still running: defer
         end_time = None if self.timeout is None else time.time() + self.timeout
+        ti = context["ti"]
+        # which try waits for the plan: the trigger cancels it only for a stopped try that is still the latest
+        ti.xcom_push(key=WAIT_TRY_XCOM_KEY, value=int(getattr(ti, "try_number", 0) or 0))
         self.log.info("Deferring the wait for compute plan %s to the triggerer", key)
         self.defer(
             trigger=SubstraComputePlanTrigger(

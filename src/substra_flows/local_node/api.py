@@ -7,6 +7,7 @@ scheduler's business (``node.py``), woken through ``on_tasks_ready``.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import io
@@ -24,32 +25,37 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, Router
 
-from . import listing
+from . import listing, orchestration, permissions
 from .listing import Predicate
+from .replication import Replica
+from .sizes import MAX_MESSAGE_BYTES, message_too_large
 from .store import (
-    FUNCTION_READY,
+    FUNCTION_WAITING,
     PLAN_CANCELED,
     PLAN_DONE,
     PLAN_FAILED,
-    TASK_CANCELED,
-    TASK_DONE,
     TASK_STATUSES,
-    TASK_WAITING_EXECUTOR,
     TASK_WAITING_PARENTS,
-    WAITING_TASK_STATUSES,
     Store,
     Token,
     is_uuid,
     now,
+    parse_time,
     public_view,
 )
+from .throttle import LoginThrottle, Throttled
 
 JSON_MEDIA = "application/json"
 MAX_METADATA_LEN = 100
 NOT_COMPUTED = "(not computed)"
+# Django's production 404 page for a URL no route matches (A2 of the audit).
+_DJANGO_404 = (
+    '<!doctype html>\n<html lang="en">\n<head>\n  <title>Not Found</title>\n</head>\n<body>\n'
+    "  <h1>Not Found</h1><p>The requested resource was not found on this server.</p>\n</body>\n</html>\n"
+)
 
 
 @dataclass
@@ -127,6 +133,12 @@ class NodeApi:
         on_tasks_ready: Callable[[], None],
         token_lifetime: dt.timedelta = dt.timedelta(hours=24),
         channel: str = "mychannel",
+        *,
+        model_export: bool = False,
+        on_function_registered: Callable[[str], None] = lambda key: None,
+        throttle: LoginThrottle | None = None,
+        replica: Replica | None = None,
+        max_message_bytes: int | None = MAX_MESSAGE_BYTES,
     ) -> None:
         self.store = store
         self.organizations = organizations
@@ -136,6 +148,12 @@ class NodeApi:
         self.on_tasks_ready = on_tasks_ready
         self.token_lifetime = token_lifetime
         self.channel = channel
+        self.model_export = model_export
+        self.on_function_registered = on_function_registered
+        self.throttle = throttle
+        self.replica = replica or Replica(0.0)
+        self.max_message_bytes = max_message_bytes
+        self.terminated_cancel_delay = 5.0  # ORCHESTRATOR_RETRY_DELAY (1 s) x 5 retries before the 500
 
     # ---- app and plumbing -----------------------------------------------------------------------
 
@@ -152,15 +170,10 @@ class NodeApi:
     async def _not_found(self, request: Request, exc: Exception) -> Response:
         path = request.url.path
         if not path.endswith("/"):
-            if request.method in ("GET", "HEAD"):
-                # Django's APPEND_SLASH: GETs are redirected permanently...
-                return RedirectResponse(str(request.url.replace(path=path + "/")), status_code=301)
-            # ...and other methods break, as on the real server (substra-rest-api.md 1.1).
-            return PlainTextResponse(
-                f"RuntimeError: You called this URL via {request.method}, but the URL doesn't end in a slash.",
-                status_code=500,
-            )
-        return _json_response(request, {"detail": "Not found."}, 404)
+            # Django's APPEND_SLASH with DEBUG=False (production): every method is redirected permanently,
+            # so a POST comes back as a GET of the list (requests follows a 301 with GET).
+            return RedirectResponse(str(request.url.replace(path=path + "/")), status_code=301)
+        return HTMLResponse(_DJANGO_404, status_code=404)
 
     def _routes(self, org: OrganizationContext) -> list[Route]:
         def bind(handler: Handler, anonymous: bool = False, auth: bool = True) -> Callable[..., Any]:
@@ -197,6 +210,8 @@ class NodeApi:
             r("/task/{key}/input_assets/", bind(self.task_input_assets), methods=["GET"]),
             r("/task/{key}/output_assets/", bind(self.task_output_assets), methods=["GET"]),
             r("/task/{key}/logs/", bind(self.task_logs), methods=["GET"]),
+            r("/task_profiling/", bind(self.list_profiling), methods=["GET"]),
+            r("/task_profiling/{key}/", bind(self.get_profiling), methods=["GET"]),
             r("/model/", bind(self.list_models), methods=["GET"]),
             r("/model/{key}/", bind(self.get_model), methods=["GET"]),
             r("/model/{key}/file/", bind(self.model_file), methods=["GET"]),
@@ -211,7 +226,13 @@ class NodeApi:
             token = self._authenticate(request, org) if auth else None
             if token is None and auth and not anonymous:
                 raise ApiError(401, {"detail": "Authentication credentials were not provided."})
+            if token is None and self.throttle is not None:  # DRF throttles only the calls it lets through
+                self.throttle.check(org.name, request.client.host if request.client else "", login=not auth)
             return await handler(request, org, token)  # type: ignore[arg-type]
+        except Throttled as throttled:
+            response = _json_response(request, {"detail": throttled.detail}, 429)
+            response.headers["Retry-After"] = str(throttled.wait)
+            return response
         except ApiError as err:
             response = _json_response(request, err.body, err.status)
             if err.status == 401:
@@ -367,7 +388,7 @@ class NodeApi:
                     "channel": self.channel,
                     "version": "1.0.1-local-node",
                     "orchestrator_version": "1.0.0",
-                    "config": {"model_export_enabled": True},
+                    "config": {"model_export_enabled": self.model_export},
                     "user": org.username,
                     "user_role": "ADMIN",
                 }
@@ -401,29 +422,14 @@ class NodeApi:
         return {str(k): str(v) for k, v in metadata.items()}
 
     def _request_permissions(self, raw: Any, owner: str, field: str) -> dict[str, Any]:
-        """Request shape ``{public, authorized_ids}`` -> stored flat permission, owner appended."""
-        if raw is None:
-            raw = {"public": False, "authorized_ids": []}
-        if not isinstance(raw, dict) or not isinstance(raw.get("public", False), bool):
-            raise ApiError(400, {field: ["Invalid permissions: expected {public: bool, authorized_ids: [..]}."]})
-        ids = raw.get("authorized_ids") or []
-        if not isinstance(ids, list):
-            raise ApiError(400, {field: ["authorized_ids must be a list."]})
-        public = bool(raw.get("public", False))
-        if not public:
-            unknown = [i for i in ids if i not in self.org_ids]
-            if unknown:
-                raise detail(400, f"invalid permission input values: unknown organizations {unknown}")
-        ids = list(dict.fromkeys([*ids, owner])) if not public else list(dict.fromkeys(ids))
-        return {"public": public, "authorized_ids": ids}
+        """Request shape ``{public, authorized_ids}`` -> stored flat permission, owner always listed."""
+        try:
+            return permissions.stored(raw, owner, self.org_ids, field)
+        except ValueError as exc:
+            raise detail(400, str(exc)) from exc
 
-    @staticmethod
-    def _both(perm: dict[str, Any]) -> dict[str, Any]:
-        return {"process": dict(perm), "download": dict(perm)}
-
-    @staticmethod
-    def _allowed(perm: dict[str, Any], org_id: str) -> bool:
-        return bool(perm.get("public")) or org_id in perm.get("authorized_ids", [])
+    _both = staticmethod(permissions.both)
+    _allowed = staticmethod(permissions.allowed)
 
     def _store_upload(self, upload: UploadFile, kind: str, key: str, name: str) -> Path:
         folder = self.workdir / "files" / kind / key
@@ -442,11 +448,19 @@ class NodeApi:
                 digest.update(chunk)
         return digest.hexdigest()
 
-    def _get(self, table: dict[str, dict[str, Any]], key: str, model: str) -> dict[str, Any]:
+    def _get(
+        self, table: dict[str, dict[str, Any]], key: str, model: str, org: OrganizationContext | None = None
+    ) -> dict[str, Any]:
         record = table.get(key)
-        if record is None:
+        if record is None or (org is not None and not self.replica.visible(model, key, org.organization_id)):
             raise detail(404, f"No {model} matches the given query." if is_uuid(key) else "Not found.")
         return record
+
+    def _seen(self, records: Any, model: str, org: OrganizationContext) -> list[dict[str, Any]]:
+        """The records organization ``org`` has received (all of them without replication lag)."""
+        if not self.replica.enabled:
+            return list(records)
+        return [r for r in records if self.replica.visible(model, r["key"], org.organization_id)]
 
     def _list(
         self,
@@ -506,7 +520,7 @@ class NodeApi:
                 **listing.date_filters("creation_date"),
             }
             with self.store.lock:
-                records = list(self.store.datasets.values())
+                records = self._seen(self.store.datasets.values(), "DataManager", org)
             return self._list(
                 request,
                 records,
@@ -551,6 +565,7 @@ class NodeApi:
         with self.store.lock:
             record["_seq"] = self.store.next_sequence()
             self.store.datasets[key] = record
+            self.replica.created("DataManager", key, org.organization_id)
         body = self._dataset_view(record, request, org)
         body.pop("data_sample_keys")
         body["description"] = str(description_path)  # the real create response overlays the file record
@@ -563,7 +578,7 @@ class NodeApi:
         if request.method == "PUT":
             return await self._rename(request, org, self.store.datasets, key, "DataManager")
         with self.store.lock:
-            record = self._get(self.store.datasets, key, "DataManager")
+            record = self._get(self.store.datasets, key, "DataManager", org)
             return _json_response(request, self._dataset_view(record, request, org))
 
     async def _rename(
@@ -595,14 +610,14 @@ class NodeApi:
 
     async def dataset_opener(self, request: Request, org: OrganizationContext, _: Token) -> Response:
         with self.store.lock:
-            record = self._get(self.store.datasets, request.path_params["key"], "DataManager")
+            record = self._get(self.store.datasets, request.path_params["key"], "DataManager", org)
         if not self._allowed(record["permissions"]["process"], org.organization_id):
             raise detail(403, "You do not have permission to perform this action.")
         return self._download(request, record["_opener_path"], "opener.py")
 
     async def dataset_description(self, request: Request, org: OrganizationContext, _: Token) -> Response:
         with self.store.lock:
-            record = self._get(self.store.datasets, request.path_params["key"], "DataManager")
+            record = self._get(self.store.datasets, request.path_params["key"], "DataManager", org)
         if not self._allowed(record["permissions"]["process"], org.organization_id):
             raise detail(403, "You do not have permission to perform this action.")
         return self._download(request, record["_description_path"], "description.md")
@@ -618,7 +633,7 @@ class NodeApi:
                 **listing.date_filters("creation_date"),
             }
             with self.store.lock:
-                records = list(self.store.samples.values())
+                records = self._seen(self.store.samples.values(), "DataSample", org)
             return self._list(
                 request,
                 records,
@@ -662,6 +677,7 @@ class NodeApi:
                     "_seq": self.store.next_sequence(),
                 }
                 self.store.samples[key] = record
+                self.replica.created("DataSample", key, org.organization_id)
                 for dataset_key in dataset_keys:
                     self.store.datasets[dataset_key]["data_sample_keys"].append(key)
                 created.append(
@@ -727,7 +743,7 @@ class NodeApi:
 
     async def sample_item(self, request: Request, org: OrganizationContext, _: Token) -> Response:
         with self.store.lock:
-            r = self._get(self.store.samples, request.path_params["key"], "DataSample")
+            r = self._get(self.store.samples, request.path_params["key"], "DataSample", org)
             return _json_response(request, {k: r[k] for k in ("key", "owner", "data_manager_keys", "creation_date")})
 
     async def link_samples(self, request: Request, org: OrganizationContext, _: Token) -> Response:
@@ -749,7 +765,7 @@ class NodeApi:
             raise ApiError(400, errors)
         with self.store.lock:
             for key in dataset_keys:
-                dataset = self._get(self.store.datasets, key, "DataManager")
+                dataset = self._get(self.store.datasets, key, "DataManager", org)
                 if dataset["owner"] != org.organization_id:
                     raise detail(403, f"datamanager {key} is not owned by {org.organization_id}")
             for key in sample_keys:
@@ -795,7 +811,7 @@ class NodeApi:
                 **listing.date_filters("creation_date"),
             }
             with self.store.lock:
-                records = list(self.store.functions.values())
+                records = self._seen(self.store.functions.values(), "Function", org)
             return self._list(
                 request,
                 records,
@@ -837,7 +853,7 @@ class NodeApi:
             "creation_date": now(),
             "inputs": inputs,
             "outputs": outputs,
-            "status": FUNCTION_READY,
+            "status": FUNCTION_WAITING,
             "_archive_path": str(archive_path),
             "_description_path": str(description_path),
             "_archive_checksum": self._sha256(archive_path),
@@ -846,6 +862,8 @@ class NodeApi:
         with self.store.lock:
             record["_seq"] = self.store.next_sequence()
             self.store.functions[key] = record
+            self.replica.created("Function", key, org.organization_id)
+        self.on_function_registered(key)
         body = self._function_view(record, base)
         body["description"] = str(description_path)
         body["file"] = str(archive_path)
@@ -896,28 +914,33 @@ class NodeApi:
         if request.method == "PUT":
             return await self._rename(request, org, self.store.functions, key, "Function")
         with self.store.lock:
-            record = self._get(self.store.functions, key, "Function")
+            record = self._get(self.store.functions, key, "Function", org)
             return _json_response(request, self._function_view(record, self._base(request, org)))
 
     async def function_file(self, request: Request, org: OrganizationContext, _: Token) -> Response:
         with self.store.lock:
-            record = self._get(self.store.functions, request.path_params["key"], "Function")
+            record = self._get(self.store.functions, request.path_params["key"], "Function", org)
         if not self._allowed(record["permissions"]["process"], org.organization_id):
             raise detail(403, "You do not have permission to perform this action.")
         return self._download(request, record["_archive_path"], "function.tar.gz")
 
     async def function_description(self, request: Request, org: OrganizationContext, _: Token) -> Response:
         with self.store.lock:
-            record = self._get(self.store.functions, request.path_params["key"], "Function")
+            record = self._get(self.store.functions, request.path_params["key"], "Function", org)
         if not self._allowed(record["permissions"]["process"], org.organization_id):
             raise detail(403, "You do not have permission to perform this action.")
         return self._download(request, record["_description_path"], "description.md")
 
     # ---- compute plans --------------------------------------------------------------------------
 
-    def _plan_view(self, record: dict[str, Any]) -> dict[str, Any]:
+    def _plan_view(self, record: dict[str, Any], org: OrganizationContext) -> dict[str, Any]:
+        """The plan as ``org`` sees it: lagged under replication lag, ``creator`` "external" elsewhere."""
         self.store.refresh_plan(record)
-        return public_view(record)
+        tasks = [self.store.tasks[k] for k in self.store.tasks_by_plan.get(record["key"], [])]
+        view = public_view(self.replica.plan_view(record, tasks, org.organization_id))
+        if record["owner"] != org.organization_id:
+            view["creator"] = "external"  # the backend's name for a user of another organization
+        return view
 
     async def plans_root(self, request: Request, org: OrganizationContext, token: Token) -> Response:
         if request.method == "GET":
@@ -930,7 +953,7 @@ class NodeApi:
                 "owner": listing.in_list(lambda r: r["owner"]),
                 "tag": listing.in_list(lambda r: r["tag"]),
                 "status": listing.in_list(lambda r: r["status"]),
-                "creator": listing.in_list(lambda r: r["creator"]),
+                "creator": listing.equals(lambda r: r["creator"]),  # one exact value (CharFilter)
                 "function_key": self._plan_uses_function,
                 "metadata": listing.metadata_filter,
                 "match": listing.match_text(("key", "name")),
@@ -939,10 +962,7 @@ class NodeApi:
                 **listing.date_filters("creation_date", "start_date", "end_date"),
             }
             with self.store.lock:
-                records = list(self.store.plans.values())
-                for record in records:
-                    self.store.refresh_plan(record)
-                records = [dict(r) for r in records]
+                records = [self._plan_view(r, org) for r in self._seen(self.store.plans.values(), "ComputePlan", org)]
             return self._list(
                 request,
                 records,
@@ -968,10 +988,10 @@ class NodeApi:
             raise ServerCrash(f"ValidationError: {key!r} is not a valid UUID")
         name = body.get("name")
         if not isinstance(name, str) or not name.strip() or len(name) > MAX_METADATA_LEN:
-            raise detail(400, f"OE0003: invalid compute plan name {name!r}: 1 to 100 characters required")
+            raise detail(400, f"OE0101: invalid compute plan name {name!r}: 1 to 100 characters required")
         tag = body.get("tag") or ""
         if not isinstance(tag, str) or len(tag) > MAX_METADATA_LEN:
-            raise detail(400, f"OE0003: invalid compute plan tag {tag!r}: at most 100 characters")
+            raise detail(400, f"OE0101: invalid compute plan tag {tag!r}: at most 100 characters")
         metadata = self._check_metadata(body.get("metadata"))
         with self.store.lock:
             if key in self.store.plans:
@@ -1002,6 +1022,7 @@ class NodeApi:
             }
             self.store.plans[key] = record
             self.store.tasks_by_plan[key] = []
+            self.replica.created("ComputePlan", key, org.organization_id)
             body_out = {k: v for k, v in public_view(record).items() if k not in ("duration", "estimated_end_date")}
         return _json_response(request, body_out, 201)
 
@@ -1015,25 +1036,24 @@ class NodeApi:
         if request.method == "PUT":
             return await self._rename(request, org, self.store.plans, key, "ComputePlan")
         with self.store.lock:
-            record = self._get(self.store.plans, key, "ComputePlan")
-            return _json_response(request, self._plan_view(record))
+            record = self._get(self.store.plans, key, "ComputePlan", org)
+            return _json_response(request, self._plan_view(record, org))
 
     async def cancel_plan(self, request: Request, org: OrganizationContext, _: Token) -> Response:
+        """Cancel records a date and nothing else (``orch: computeplan.go``): queued tasks are aborted when a
+        worker picks them up, tasks waiting for parents keep their status. A DONE plan can be cancelled."""
         with self.store.lock:
-            plan = self._get(self.store.plans, request.path_params["key"], "ComputePlan")
+            plan = self._get(self.store.plans, request.path_params["key"], "ComputePlan", org)
             if plan["owner"] != org.organization_id:
-                raise detail(403, "You do not have permission to perform this action.")
-            self.store.refresh_plan(plan)
-            if plan["status"] in (PLAN_CANCELED, PLAN_FAILED, PLAN_DONE):
-                raise ServerCrash(f"OE0000: compute plan {plan['key']} is in a final state ({plan['status']})")
-            stamp = now()
-            plan["_cancelled"] = stamp
-            for task_key in self.store.tasks_by_plan[plan["key"]]:
-                task = self.store.tasks[task_key]
-                if task["status"] in WAITING_TASK_STATUSES:
-                    task["status"] = TASK_CANCELED
-                    task["end_date"] = stamp
-            self.store.refresh_plan(plan)
+                raise detail(403, f"OE0102: only the owner of compute plan {plan['key']} can cancel it")
+            terminated = orchestration.is_terminated(plan)
+            if not terminated:
+                plan["_cancelled"] = now()
+                self.store.refresh_plan(plan)
+        if terminated:
+            # OE0109 has no gRPC mapping: the backend retries it as Unknown, then answers a JSON 500.
+            await asyncio.sleep(self.terminated_cancel_delay)
+            raise detail(500, f"OE0109: compute plan {plan['key']} is already terminated")
         return _json_response(request, {})
 
     async def plan_performances(self, request: Request, org: OrganizationContext, _: Token) -> Response:
@@ -1102,6 +1122,10 @@ class NodeApi:
                 records = [self.store.tasks[k] for k in keys]
             else:
                 records = list(self.store.tasks.values())
+            if self.replica.enabled:
+                records = [
+                    self.replica.task_view(r, org.organization_id) for r in self._seen(records, "ComputeTask", org)
+                ]
             if "duration_min" in request.query_params or "duration_max" in request.query_params:
                 records = [{**r, "duration": _task_duration(r)} for r in records]
             return self._list(
@@ -1126,7 +1150,8 @@ class NodeApi:
 
     async def get_task(self, request: Request, org: OrganizationContext, _: Token) -> Response:
         with self.store.lock:
-            record = self._get(self.store.tasks, request.path_params["key"], "ComputeTask")
+            record = self._get(self.store.tasks, request.path_params["key"], "ComputeTask", org)
+            record = self.replica.task_view(record, org.organization_id)
             return _json_response(request, self._task_view(record, self._base(request, org)))
 
     async def bulk_create_tasks(self, request: Request, org: OrganizationContext, _: Token) -> Response:
@@ -1146,7 +1171,10 @@ class NodeApi:
         if len(plan_keys) > 1:
             raise detail(400, "All tasks should have the same compute plan key")
         if not specs:
-            raise detail(400, "OE0003: at least one task is required")
+            raise detail(400, "OE0101: at least one task is required")
+        too_large = message_too_large(specs, self.max_message_bytes)
+        if too_large:
+            raise detail(413, too_large)
         plan_key = plan_keys.pop()
         base = self._base(request, org)
         with self.store.lock:
@@ -1154,19 +1182,25 @@ class NodeApi:
             if plan is None:
                 raise detail(400, "Invalid compute plan key")
             if plan["owner"] != org.organization_id:
-                raise detail(403, f"OE0004: only the owner of compute plan {plan_key} can add tasks to it")
-            self.store.refresh_plan(plan)
-            if plan["status"] in (PLAN_CANCELED, PLAN_FAILED):
-                raise detail(400, f"OE0003: compute plan {plan_key} is {plan['status']}: no task can be added")
+                raise detail(403, f"OE0102: only the owner of compute plan {plan_key} can add tasks to it")
+            # a FAILED or CANCELED plan still takes tasks (createTask checks no termination)
             records = self._validate_batch(specs, plan, org)
             created = []
+            stamp = now()  # one timestamp for the whole batch, as the orchestrator's
             for record in records:
                 record["_seq"] = self.store.next_sequence()
+                record["creation_date"] = stamp
+                function = self.store.functions[record["function"]["key"]]
+                record["status"] = orchestration.initial_status(self.store, function, record["_parents"])
                 self.store.tasks[record["key"]] = record
                 self.store.tasks_by_plan[plan_key].append(record["key"])
                 for parent in record["_parents"]:
                     self.store.children.setdefault(parent, []).append(record["key"])
-                created.append(self._task_view(record, base))
+                orchestration.register(self.store, record)
+                self.replica.created("ComputeTask", record["key"], org.organization_id)
+                view = self._task_view(record, base)
+                view.pop("duration")  # not annotated on the create answer
+                created.append(view)
             self.store.refresh_plan(plan)
         self.on_tasks_ready()
         return _json_response(request, created, 200)
@@ -1179,15 +1213,16 @@ class NodeApi:
         for spec in specs:
             key = spec["key"]
             if not is_uuid(key):
-                raise detail(400, f"OE0003: invalid task key {key!r}: a UUID is required")
+                raise detail(400, f"OE0101: invalid task key {key!r}: a UUID is required")
             if key in batch or key in self.store.tasks:
                 raise detail(409, f'OE0006: computetask with key "{key}" already exists')
             batch[key] = spec
         ordered = _parents_first(batch, self.store.tasks)
         ranks: dict[str, int] = {}
+        logs: dict[str, dict[str, Any]] = {}
         records = []
         for key in ordered:
-            record = self._task_record(batch[key], plan, org, ranks)
+            record = self._task_record(batch[key], plan, org, ranks, logs)
             ranks[key] = record["rank"]
             records.append(record)
         return records
@@ -1198,11 +1233,12 @@ class NodeApi:
         plan: dict[str, Any],
         org: OrganizationContext,
         batch_ranks: dict[str, int],
+        batch_logs: dict[str, dict[str, Any]],
     ) -> dict[str, Any]:
         key = spec["key"]
         function = self.store.functions.get(spec.get("function_key") or "")
         if function is None:
-            raise detail(400, f"OE0002: function {spec.get('function_key')!r} not found (task {key})")
+            raise detail(404, f"OE0002: function {spec.get('function_key')!r} not found (task {key})")
         metadata = self._check_metadata(spec.get("metadata"))
         tag = spec.get("tag") or ""
         inputs = []
@@ -1220,7 +1256,7 @@ class NodeApi:
             if has_asset == has_parent:
                 raise detail(
                     400,
-                    f"OE0003: task {key} input {entry['identifier']!r} needs an asset_key or a parent task reference",
+                    f"OE0101: task {key} input {entry['identifier']!r} needs an asset_key or a parent task reference",
                 )
             if entry["identifier"] not in function["inputs"]:
                 raise detail(
@@ -1246,6 +1282,7 @@ class NodeApi:
             )
         worker = spec.get("worker")
         dataset = None
+        input_models: list[dict[str, Any]] = []
         for entry in inputs:
             kind = function["inputs"][entry["identifier"]]["kind"]
             if entry["asset_key"] is None:
@@ -1253,33 +1290,37 @@ class NodeApi:
             if kind == "ASSET_DATA_MANAGER":
                 dataset = self.store.datasets.get(entry["asset_key"])
                 if dataset is None:
-                    raise detail(400, f"OE0002: datamanager {entry['asset_key']} not found (task {key})")
-            elif kind == "ASSET_MODEL":
-                raise detail(
-                    400,
-                    f"OE0003: task {key} input {entry['identifier']!r}: model inputs must reference a parent task",
-                )
+                    raise detail(404, f"OE0002: datamanager {entry['asset_key']} not found (task {key})")
+            elif kind == "ASSET_MODEL":  # a model given by key (GetCheckedModel)
+                model = self.store.models.get(entry["asset_key"])
+                if model is None:
+                    raise detail(404, f"OE0002: model {entry['asset_key']} not found (task {key})")
+                input_models.append(model)
         if dataset is not None:
             if worker and worker != dataset["owner"]:
-                raise detail(400, f"OE0003: task {key}: worker {worker} must be the dataset owner {dataset['owner']}")
+                raise detail(400, f"OE0101: task {key}: worker {worker} must be the dataset owner {dataset['owner']}")
             worker = dataset["owner"]
         if not worker:
-            raise detail(400, f"OE0003: task {key}: a worker is required when the task has no dataset input")
+            raise detail(400, f"OE0101: task {key}: a worker is required when the task has no dataset input")
         if worker not in self.org_ids:
-            raise detail(400, f"OE0003: task {key}: unknown worker {worker!r}")
+            raise detail(404, f"OE0002: task {key}: organization {worker!r} not found")
         for entry in inputs:
             kind = function["inputs"][entry["identifier"]]["kind"]
             if kind == "ASSET_DATA_SAMPLE":
                 sample = self.store.samples.get(entry["asset_key"] or "")
                 if sample is None:
-                    raise detail(400, f"OE0002: datasample {entry['asset_key']} not found (task {key})")
+                    raise detail(404, f"OE0002: datasample {entry['asset_key']} not found (task {key})")
                 if dataset is None or dataset["key"] not in sample["data_manager_keys"]:
                     raise detail(
                         400,
-                        f"OE0003: datasample {sample['key']} is not linked to the task's dataset (task {key})",
+                        f"OE0101: datasample {sample['key']} is not linked to the task's dataset (task {key})",
                     )
-        if not self._allowed(function["permissions"]["process"], worker):
-            raise detail(403, f"OE0004: worker {worker} is not allowed to process function {function['key']}")
+        try:
+            permissions.check_task_registration(key, org.organization_id, worker, function, dataset)
+            for model in input_models:
+                self._check_model_input(key, worker, model, model["permissions"]["process"])
+        except permissions.PermissionRefused as exc:
+            raise detail(403, str(exc)) from exc
         ranks = []
         for entry in inputs:
             parent_key = entry["parent_task_key"]
@@ -1290,21 +1331,38 @@ class NodeApi:
             if parent is None:
                 rank = batch_ranks.get(parent_key)
                 if rank is None:
-                    raise detail(400, f"OE0003: cyclic dependency in the batch or unknown task parent {parent_key}")
+                    raise detail(404, f"OE0002: compute task {parent_key} not found (parent of task {key})")
                 ranks.append(rank)
                 continue
             ranks.append(parent["rank"])
             output_id = entry["parent_task_output_identifier"]
             if parent_function is None or output_id not in parent_function["outputs"]:
-                raise detail(400, f"OE0003: task {key}: parent {parent_key} has no output {output_id!r}")
-            if not self._allowed(parent["outputs"][output_id]["permissions"]["process"], worker):
-                raise detail(403, f"OE0004: worker {worker} may not process output {output_id!r} of task {parent_key}")
+                raise detail(400, f"OE0101: task {key}: parent {parent_key} has no output {output_id!r}")
+            try:
+                for model in orchestration.models_of_output(self.store, parent_key, output_id):
+                    self._check_model_input(key, worker, model, parent["outputs"][output_id]["permissions"]["process"])
+                permissions.check_worker_reads(
+                    key,
+                    worker,
+                    f"output {output_id!r} of task {parent_key}",
+                    parent["outputs"][output_id]["permissions"]["process"],
+                )
+            except permissions.PermissionRefused as exc:
+                raise detail(403, str(exc)) from exc
         outputs = {}
         for identifier, out in outputs_spec.items():
             out = out or {}
-            perm = self._request_permissions(out.get("permissions"), worker, "permissions")
-            if function["outputs"][identifier]["kind"] == "ASSET_PERFORMANCE" and not perm["public"]:
-                raise detail(400, f'OE0101: invalid task output "{identifier}": a PERFORMANCE output should be public')
+            # CreatePermissions(owner, ...): the task's owner is appended, even to public permissions
+            perm = self._request_permissions(out.get("permissions"), org.organization_id, "permissions")
+            if function["outputs"][identifier]["kind"] == "ASSET_PERFORMANCE":
+                if not perm["public"]:
+                    raise detail(
+                        400, f'OE0101: invalid task output "{identifier}": a PERFORMANCE output should be public'
+                    )
+                if out.get("transient"):
+                    raise detail(
+                        400, f'OE0101: invalid task output "{identifier}": a PERFORMANCE output cannot be transient'
+                    )
             outputs[identifier] = {
                 "permissions": self._both(perm),
                 "transient": bool(out.get("transient", False)),
@@ -1312,9 +1370,9 @@ class NodeApi:
         logs_permission = (
             dict(dataset["logs_permission"])
             if dataset is not None
-            else {"public": False, "authorized_ids": list(dict.fromkeys([worker, plan["owner"]]))}
+            else permissions.union([self._parent_logs_permission(p, batch_logs) for p in parents], org.organization_id)
         )
-        parents_done = all(self.store.tasks.get(p, {}).get("status") == TASK_DONE for p in parents)
+        batch_logs[key] = logs_permission
         return {
             "key": key,
             "owner": org.organization_id,
@@ -1323,7 +1381,7 @@ class NodeApi:
             "rank": (1 + max(ranks)) if ranks else 0,
             "tag": tag,
             "metadata": metadata,
-            "status": TASK_WAITING_EXECUTOR if parents_done else TASK_WAITING_PARENTS,
+            "status": TASK_WAITING_PARENTS,  # replaced by its initial status once stored (bulk_create)
             "error_type": None,
             "creation_date": now(),
             "start_date": None,
@@ -1334,6 +1392,16 @@ class NodeApi:
             "outputs": outputs,
             "_parents": parents,
         }
+
+    def _parent_logs_permission(self, parent_key: str, batch_logs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        parent = self.store.tasks.get(parent_key)
+        return parent["logs_permission"] if parent is not None else batch_logs[parent_key]
+
+    def _check_model_input(self, task_key: str, worker: str, model: dict[str, Any], perm: dict[str, Any]) -> None:
+        """GetCheckedModel: a disabled model is refused (400), and the worker must be allowed to process it."""
+        if model.get("_disabled"):
+            raise detail(400, f"OE0101: Model {model['key']} has been disabled (task {task_key})")
+        permissions.check_worker_reads(task_key, worker, f"model {model['key']}", perm)
 
     async def task_input_assets(self, request: Request, org: OrganizationContext, _: Token) -> Response:
         base = self._base(request, org)
@@ -1404,7 +1472,7 @@ class NodeApi:
     async def task_logs(self, request: Request, org: OrganizationContext, _: Token) -> Response:
         key = request.path_params["key"]
         with self.store.lock:
-            task = self._get(self.store.tasks, key, "ComputeTask")
+            task = self._get(self.store.tasks, key, "ComputeTask", org)
             log_path = task.get("_log_path")
             failed = task["status"] == "STATUS_FAILED"
         if not self._allowed(task["logs_permission"], org.organization_id):
@@ -1417,6 +1485,29 @@ class NodeApi:
             filename=f"tuple_logs_{key}.txt",
             content_disposition_type="attachment",
         )
+
+    # ---- task profiling -------------------------------------------------------------------------
+
+    @staticmethod
+    def _profiling_view(task: dict[str, Any]) -> dict[str, Any]:
+        """Step durations of a task in microseconds, as ``TaskProfilingSerializer``."""
+        duration = None
+        if task["start_date"] and task["end_date"]:
+            elapsed = parse_time(task["end_date"]) - parse_time(task["start_date"])
+            duration = int(elapsed.total_seconds() * 1_000_000)
+        return {"compute_task_key": task["key"], "task_duration": duration, "execution_rundown": task["_profiling"]}
+
+    async def list_profiling(self, request: Request, org: OrganizationContext, _: Token) -> Response:
+        with self.store.lock:
+            records = [t for t in self._seen(self.store.tasks.values(), "ComputeTask", org) if "_profiling" in t]
+        return self._list(request, records, {}, ("creation_date", "key"), view=self._profiling_view)
+
+    async def get_profiling(self, request: Request, org: OrganizationContext, _: Token) -> Response:
+        with self.store.lock:
+            task = self.store.tasks.get(request.path_params["key"])
+            if task is None or "_profiling" not in task:
+                raise detail(404, "No TaskProfiling matches the given query.")
+            return _json_response(request, self._profiling_view(task))
 
     # ---- models ---------------------------------------------------------------------------------
 
@@ -1439,19 +1530,23 @@ class NodeApi:
             **listing.date_filters("creation_date"),
         }
         with self.store.lock:
-            records = list(self.store.models.values())
+            records = self._seen(self.store.models.values(), "Model", org)
         return self._list(request, records, filters, ("creation_date", "key"), view=lambda r: self._model_view(r, base))
 
     async def get_model(self, request: Request, org: OrganizationContext, _: Token) -> Response:
         with self.store.lock:
-            record = self._get(self.store.models, request.path_params["key"], "Model")
+            record = self._get(self.store.models, request.path_params["key"], "Model", org)
             return _json_response(request, self._model_view(record, self._base(request, org)))
 
     async def model_file(self, request: Request, org: OrganizationContext, _: Token) -> Response:
         with self.store.lock:
-            record = self._get(self.store.models, request.path_params["key"], "Model")
+            record = self._get(self.store.models, request.path_params["key"], "Model", org)
+        # an end user's download is an export: the channel must allow it (model_export_enabled)
+        if not self.model_export:
+            reason = f"Disabled: model_export_enabled is disabled on {org.organization_id}"
+            raise detail(403, f"(AssetPermissionError({reason!r}), 'Unauthorized')")
         if not self._allowed(record["permissions"]["download"], org.organization_id):
-            raise detail(403, "You do not have permission to perform this action.")
+            raise detail(403, "(AssetPermissionError(), 'Unauthorized')")
         if not record.get("_path") or not Path(record["_path"]).exists():
             raise detail(410, "Asset not available anymore")
         return FileResponse(
@@ -1478,7 +1573,7 @@ def _parents_first(batch: dict[str, dict[str, Any]], registered: dict[str, Any])
         parents = {ref.get("parent_task_key") for ref in spec.get("inputs") or [] if ref.get("parent_task_key")}
         for parent in parents:
             if parent not in batch and parent not in registered:
-                raise detail(400, f"OE0003: cyclic dependency in the batch or unknown task parent {parent}")
+                raise detail(404, f"OE0002: compute task {parent} not found (a parent in the batch)")
         deps[key] = {p for p in parents if p in batch}
     ordered: list[str] = []
     placed: set[str] = set()
@@ -1486,7 +1581,7 @@ def _parents_first(batch: dict[str, dict[str, Any]], registered: dict[str, Any])
     while remaining:
         ready = [k for k in remaining if deps[k] <= placed]
         if not ready:
-            raise detail(400, f"OE0003: cyclic dependency in the batch or unknown task parent ({remaining[0]})")
+            raise detail(400, f"OE0101: cyclic dependency in the batch or unknown task parent ({remaining[0]})")
         ordered.extend(ready)
         placed.update(ready)
         remaining = [k for k in remaining if k not in placed]

@@ -13,6 +13,7 @@ of the child at that file while the SDK runs the task (the SDK does not capture 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -170,6 +171,7 @@ class _SdkRunner:
 
         self._substra = substra
         self._backends: dict[str, Any] = {}
+        self._spawner = _ImageSpawner(Path.cwd() / "local-worker")  # one for all: tasks run one at a time
         for org_id in organization_ids:
             client = substra.Client(backend_type="subprocess")
             backend = client._backend
@@ -177,6 +179,7 @@ class _SdkRunner:
             # its own ids, so the backend is told who it is.
             backend._org_id = org_id
             backend._org_name = org_id
+            backend._worker._spawner = self._spawner
             self._backends[org_id] = backend
 
     def _permissions(self, perms: dict[str, Any]) -> Any:
@@ -247,9 +250,11 @@ class _SdkRunner:
         inputs: list[dict[str, Any]],
         outputs: dict[str, dict[str, Any]],
         log_path: str,
+        image: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         schemas = self._substra.sdk.schemas
         backend = self._backends[owner]
+        self._spawner.image = image
         spec = schemas.TaskSpec(
             key=key,
             function_key=function_key,
@@ -288,6 +293,58 @@ class _SdkRunner:
                     }
                 )
         return {"ok": True, "outputs": produced}
+
+
+class _ImageSpawner:
+    """The SDK's subprocess spawner, but in the function's built image (``build.py``): a fresh copy of
+    its file system per task, its WORKDIR as current directory, its venv's Python and its ENV."""
+
+    def __init__(self, local_worker_dir: Path) -> None:
+        self._local_worker_dir = local_worker_dir
+        self.image: dict[str, Any] | None = None
+
+    def spawn(
+        self,
+        name: str,
+        archive_path: str,
+        command_args_tpl: list[Any],
+        data_sample_paths: dict[str, Path] | None,
+        local_volumes: dict[str, str],
+        envs: dict[str, str] | None,
+    ) -> None:
+        import tempfile
+
+        from substra.sdk.backends.local.compute.spawner import subprocess as sdk_spawner
+        from substra.sdk.backends.local.compute.spawner.base import (
+            VOLUME_INPUTS,
+            ExecutionError,
+            write_command_args_file,
+        )
+
+        image = self.image
+        if image is None:  # no image (a node without a build phase): the SDK's own behaviour
+            sdk_spawner.Subprocess(self._local_worker_dir).spawn(
+                name, archive_path, command_args_tpl, data_sample_paths, local_volumes, envs
+            )
+            return
+        with tempfile.TemporaryDirectory(dir=self._local_worker_dir) as task_dir:
+            root = Path(task_dir) / "fs"
+            shutil.copytree(image["root"], root, symlinks=True)
+            cwd = root / image["workdir"]
+            cwd.mkdir(parents=True, exist_ok=True)
+            script, function_name = sdk_spawner._get_entrypoint_from_dockerfile(Path(image["context"]))
+            args_file = Path(task_dir) / "arguments.txt"
+            write_command_args_file(
+                args_file, sdk_spawner._get_command_args(function_name, command_args_tpl, local_volumes)
+            )
+            if data_sample_paths:
+                sdk_spawner._symlink_data_samples(data_sample_paths, local_volumes[VOLUME_INPUTS])
+            env = {**os.environ, **image["env"]}
+            env.pop("PYTHONHOME", None)
+            try:
+                subprocess.run([image["python"], str(cwd / script), f"@{args_file}"], check=True, cwd=cwd, env=env)
+            except subprocess.CalledProcessError as exc:
+                raise ExecutionError(exc) from exc
 
 
 class _captured_output:

@@ -3,32 +3,34 @@
 from __future__ import annotations
 
 import datetime as dt
-import heapq
 import logging
 import secrets
 import shutil
 import socket
 import tempfile
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from .api import NodeApi, OrganizationContext
-from .executor import Executor, ExecutorError
+from .build import Builder
+from .executor import Executor
 from .faults import FaultConfig, FaultInjector
+from .replication import Replica
+from .scheduler import Scheduler
+from .sizes import MAX_MESSAGE_BYTES
 from .store import (
-    PLAN_CANCELED,
-    PLAN_FAILED,
-    TASK_DONE,
+    FUNCTION_BUILDING,
+    FUNCTION_WAITING,
     TASK_EXECUTING,
-    TASK_FAILED,
+    TASK_WAITING_BUILDER,
     TASK_WAITING_EXECUTOR,
-    TASK_WAITING_PARENTS,
     Store,
-    now,
 )
+from .throttle import DEFAULT_LOGIN_RATE, LoginThrottle
 
 logger = logging.getLogger("substra_flows.local_node")
 
@@ -50,240 +52,6 @@ class NodeOrganization:
         )
 
 
-class Scheduler:
-    """Runs tasks whose parents are done, one at a time, oldest first, through the executor."""
-
-    def __init__(self, store: Store, executor: Executor, workdir: Path) -> None:
-        self._store = store
-        self._executor = executor
-        self._workdir = workdir
-        self._wakeup = threading.Condition(store.lock)
-        self._ready: list[tuple[int, str]] = []
-        self._queued: set[str] = set()
-        self._stopping = False
-        self._paused = threading.Event()
-        self._mirrored: set[tuple[str, str]] = set()
-        self._thread = threading.Thread(target=self._loop, name="substra-flows-scheduler", daemon=True)
-
-    def start(self) -> None:
-        """Start the scheduling thread."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Ask the thread to stop after the task it runs, and wait for it."""
-        with self._wakeup:
-            self._stopping = True
-            self._wakeup.notify_all()
-        self._thread.join(timeout=60)
-
-    def poke(self) -> None:
-        """New tasks were registered: queue those ready to run."""
-        with self._wakeup:
-            for key, task in self._store.tasks.items():
-                if task["status"] == TASK_WAITING_EXECUTOR and key not in self._queued:
-                    self._push(task)
-            self._wakeup.notify_all()
-
-    def _push(self, task: dict[str, Any]) -> None:
-        heapq.heappush(self._ready, (task["_seq"], task["key"]))
-        self._queued.add(task["key"])
-
-    def _next_task(self) -> dict[str, Any] | None:
-        """Pop the oldest runnable task, skipping those whose plan was cancelled or failed."""
-        while self._ready:
-            _, key = heapq.heappop(self._ready)
-            self._queued.discard(key)
-            task = self._store.tasks[key]
-            plan = self._store.plans[task["compute_plan_key"]]
-            self._store.refresh_plan(plan)
-            if task["status"] != TASK_WAITING_EXECUTOR or plan["status"] in (PLAN_CANCELED, PLAN_FAILED):
-                continue
-            return task
-        return None
-
-    def _loop(self) -> None:
-        while True:
-            with self._wakeup:
-                task = None
-                while not self._stopping:
-                    task = self._next_task()
-                    if task is not None:
-                        break
-                    self._wakeup.wait()
-                if self._stopping:
-                    return
-                assert task is not None
-                task["status"] = TASK_EXECUTING
-                task["start_date"] = now()
-                self._store.refresh_plan(self._store.plans[task["compute_plan_key"]])
-                job = self._job(task)
-            try:
-                self._mirror(job["mirror"])
-                result = self._executor.run_task(**job["run"])
-                ok, outputs = result.ok, result.outputs
-                error_type = None if ok else "EXECUTION_ERROR"
-            except ExecutorError as exc:
-                logger.error("task %s could not be run: %s", task["key"], exc)
-                with open(job["run"]["log_path"], "a", encoding="utf-8") as log:
-                    log.write(f"\nlocal node: the task could not be run: {exc}\n")
-                ok, outputs, error_type = False, [], "INTERNAL_ERROR"
-            with self._wakeup:
-                self._finish(task, ok, outputs, error_type, job["run"]["log_path"])
-
-    def _job(self, task: dict[str, Any]) -> dict[str, Any]:
-        """Snapshot (under the lock) of what the executor needs to run a task."""
-        store = self._store
-        function = store.functions[task["function"]["key"]]
-        plan = store.plans[task["compute_plan_key"]]
-        mirror: list[tuple[str, dict[str, Any]]] = [
-            (
-                "function",
-                {
-                    "owner": function["owner"],
-                    "key": function["key"],
-                    "name": function["name"],
-                    "archive_path": function["_archive_path"],
-                    "description_path": function["_description_path"],
-                    "permissions": function["permissions"]["process"],
-                    "inputs": function["inputs"],
-                    "outputs": function["outputs"],
-                },
-            ),
-            ("plan", {"owner": plan["owner"], "key": plan["key"], "name": plan["name"]}),
-        ]
-        dataset_key = None
-        for entry in task["inputs"]:
-            kind = function["inputs"][entry["identifier"]]["kind"]
-            if kind == "ASSET_DATA_MANAGER":
-                dataset = store.datasets[entry["asset_key"]]
-                dataset_key = dataset["key"]
-                mirror.append(
-                    (
-                        "dataset",
-                        {
-                            "owner": dataset["owner"],
-                            "key": dataset["key"],
-                            "name": dataset["name"],
-                            "opener_path": dataset["_opener_path"],
-                            "description_path": dataset["_description_path"],
-                            "permissions": dataset["permissions"]["process"],
-                            "logs_permission": dataset["logs_permission"],
-                        },
-                    )
-                )
-        for entry in task["inputs"]:
-            kind = function["inputs"][entry["identifier"]]["kind"]
-            if kind == "ASSET_DATA_SAMPLE" and dataset_key:
-                sample = store.samples[entry["asset_key"]]
-                mirror.append(
-                    (
-                        "sample",
-                        {
-                            "owner": sample["owner"],
-                            "key": sample["key"],
-                            "path": sample["_path"],
-                            "dataset_key": dataset_key,
-                        },
-                    )
-                )
-        return {
-            "mirror": mirror,
-            "run": {
-                "owner": task["owner"],
-                "key": task["key"],
-                "function_key": function["key"],
-                "compute_plan_key": plan["key"],
-                "worker": task["worker"],
-                "rank": task["rank"],
-                "inputs": task["inputs"],
-                "outputs": {i: {"permissions": o["permissions"]["process"]} for i, o in task["outputs"].items()},
-                "log_path": str(self._workdir / "logs" / f"{task['key']}.txt"),
-            },
-        }
-
-    def _mirror(self, items: list[tuple[str, dict[str, Any]]]) -> None:
-        """Register in the SDK, once each, the assets a task needs (the SDK wants them in its own DB)."""
-        for kind, spec in items:
-            if kind == "sample":
-                sample_id = ("sample", spec["key"])
-                link_id = ("link", f"{spec['dataset_key']}/{spec['key']}")
-                if sample_id not in self._mirrored:
-                    self._executor.add_data_sample(
-                        owner=spec["owner"],
-                        key=spec["key"],
-                        path=spec["path"],
-                        dataset_keys=[spec["dataset_key"]],
-                    )
-                    self._mirrored.update({sample_id, link_id})
-                elif link_id not in self._mirrored:
-                    self._executor.link_data_samples(
-                        owner=spec["owner"], dataset_key=spec["dataset_key"], data_sample_keys=[spec["key"]]
-                    )
-                    self._mirrored.add(link_id)
-                continue
-            ident = (kind, spec["key"])
-            if ident in self._mirrored:
-                continue
-            if kind == "function":
-                self._executor.add_function(**spec)
-            elif kind == "plan":
-                self._executor.add_compute_plan(**spec)
-            elif kind == "dataset":
-                self._executor.add_dataset(**spec)
-            self._mirrored.add(ident)
-
-    def _finish(
-        self,
-        task: dict[str, Any],
-        ok: bool,
-        outputs: list[dict[str, Any]],
-        error_type: str | None,
-        log_path: str,
-    ) -> None:
-        store = self._store
-        stamp = now()
-        task["end_date"] = stamp
-        task["_log_path"] = log_path
-        plan = store.plans[task["compute_plan_key"]]
-        if ok:
-            task["status"] = TASK_DONE
-            for out in outputs:
-                if out["kind"] == "ASSET_PERFORMANCE":
-                    store.performances.setdefault(task["key"], []).append(
-                        {
-                            "channel": "mychannel",
-                            "compute_task_key": task["key"],
-                            "creation_date": stamp,
-                            "compute_task_output_identifier": out["identifier"],
-                            "performance_value": out["value"],
-                        }
-                    )
-                else:
-                    store.models[out["key"]] = {
-                        "key": out["key"],
-                        "compute_task_key": task["key"],
-                        "permissions": task["outputs"][out["identifier"]]["permissions"],
-                        "owner": task["worker"],
-                        "creation_date": stamp,
-                        "_identifier": out["identifier"],
-                        "_path": out["path"],
-                        "_checksum": out["checksum"],
-                    }
-            for child_key in store.children.get(task["key"], []):
-                child = store.tasks[child_key]
-                if child["status"] == TASK_WAITING_PARENTS and all(
-                    store.tasks[p]["status"] == TASK_DONE for p in child["_parents"]
-                ):
-                    child["status"] = TASK_WAITING_EXECUTOR
-                    self._push(child)
-        else:
-            task["status"] = TASK_FAILED
-            task["error_type"] = error_type
-            if plan["failed_task_key"] is None:
-                plan["failed_task_key"] = task["key"]
-        store.refresh_plan(plan)
-
-
 def _free_socket(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -300,6 +68,15 @@ class LocalNode:
     Everything lives in memory and in a temp dir removed on exit. ``run_tasks=False`` registers
     tasks without ever starting them (for registration and listing benchmarks); ``faults`` turns
     on fault injection (see ``faults.py``).
+
+    What a deployment configures, with defaults of a default deployment (the package docstring
+    lists each real-deployment behaviour and the option that shapes it):
+    ``model_export`` (the channel's ``model_export_enabled``, off), ``build_seconds`` (how long each
+    function's build takes at least, 1 s), ``builder_slots`` (builds at a time, 1), ``build_env``
+    (environment of the build's RUN lines, e.g. ``{"PIP_NO_INDEX": "1"}`` offline),
+    ``replication_lag`` (seconds before one organization sees what another wrote, 0),
+    ``login_throttle`` (anonymous calls and logins a minute per IP, 40; None: off) and
+    ``max_message_bytes`` (the orchestrator's message cap behind ``bulk_create``'s 413, 4 MiB; None: off).
     """
 
     def __init__(
@@ -314,9 +91,26 @@ class LocalNode:
         log_level: str = "warning",
         run_tasks: bool = True,
         faults: FaultConfig | None = None,
+        model_export: bool = False,
+        build_seconds: float = 1.0,
+        builder_slots: int = 1,
+        build_env: Mapping[str, str] | None = None,
+        replication_lag: float = 0.0,
+        login_throttle: int | None = DEFAULT_LOGIN_RATE,
+        max_message_bytes: int | None = MAX_MESSAGE_BYTES,
     ) -> None:
         if organizations < 1:
             raise ValueError(f"organizations must be >= 1, got {organizations!r}")
+        if build_seconds < 0:
+            raise ValueError(f"build_seconds must be >= 0, got {build_seconds!r}")
+        if builder_slots < 1:
+            raise ValueError(f"builder_slots must be >= 1, got {builder_slots!r}")
+        self._model_export = model_export
+        self._build_seconds = build_seconds
+        self._builder_slots = builder_slots
+        self._build_env = dict(build_env or {})
+        self._throttle = LoginThrottle(login_throttle) if login_throttle is not None else None
+        self._max_message_bytes = max_message_bytes
         self._requested = organizations
         self._host = host
         self._port = port
@@ -328,12 +122,13 @@ class LocalNode:
         self._faults = faults
         self.fault_injector: FaultInjector | None = None
         self.organizations: list[NodeOrganization] = []
-        self.store = Store()
+        self.store = Store(replica=Replica(replication_lag))
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._executor: Executor | None = None
         self._scheduler: Scheduler | None = None
+        self._builder: Builder | None = None
         self.api: NodeApi | None = None
 
     @property
@@ -376,13 +171,27 @@ class LocalNode:
         ]
         self._executor = Executor(workdir, [c.organization_id for c in contexts])
         self._scheduler = Scheduler(self.store, self._executor, workdir)
+        poke = self._scheduler.poke if self._run_tasks else (lambda: None)
+        self._builder = Builder(
+            self.store,
+            workdir,
+            slots=self._builder_slots,
+            seconds=self._build_seconds,
+            env=self._build_env,
+            on_built=poke,
+        )
         self.api = NodeApi(
             self.store,
             contexts,
             workdir,
             media_root,
-            on_tasks_ready=self._scheduler.poke if self._run_tasks else (lambda: None),
+            on_tasks_ready=poke,
             token_lifetime=self._token_lifetime,
+            model_export=self._model_export,
+            on_function_registered=self._builder.submit,
+            throttle=self._throttle,
+            replica=self.store.replica,
+            max_message_bytes=self._max_message_bytes,
         )
         sock = _free_socket(self._host, self._port)
         self._port = sock.getsockname()[1]
@@ -400,6 +209,7 @@ class LocalNode:
             target=self._server.run, kwargs={"sockets": [sock]}, name="substra-flows-node", daemon=True
         )
         self._scheduler.start()
+        self._builder.start()
         self._thread.start()
         deadline = dt.datetime.now() + dt.timedelta(seconds=30)
         while not self._server.started:
@@ -443,6 +253,8 @@ class LocalNode:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=15)
+        if self._builder is not None:
+            self._builder.stop()
         if self._scheduler is not None:
             self._scheduler.stop()
         if self._executor is not None:
@@ -450,16 +262,16 @@ class LocalNode:
         if self._tmp is not None:
             shutil.rmtree(self._tmp.name, ignore_errors=True)
             self._tmp = None
-        self._server = self._thread = self._scheduler = self._executor = None
+        self._server = self._thread = self._scheduler = self._executor = self._builder = None
 
     def wait_idle(self, timeout: float = 60.0) -> None:
         """Block until no task is waiting or executing (tests use it to let a node drain)."""
         deadline = dt.datetime.now() + dt.timedelta(seconds=timeout)
         while dt.datetime.now() < deadline:
             with self.store.lock:
-                busy = any(
-                    t["status"] in (TASK_EXECUTING, TASK_WAITING_EXECUTOR)
-                    and self.store.plans[t["compute_plan_key"]]["status"] not in (PLAN_CANCELED, PLAN_FAILED)
+                busy = any(f["status"] in (FUNCTION_WAITING, FUNCTION_BUILDING) for f in self.store.functions.values())
+                busy = busy or any(
+                    t["status"] in (TASK_EXECUTING, TASK_WAITING_EXECUTOR, TASK_WAITING_BUILDER, "STATUS_BUILDING")
                     for t in self.store.tasks.values()
                 )
             if not busy:

@@ -11,7 +11,10 @@ import datetime as dt
 import threading
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .replication import Replica
 
 # Exact wire strings (substra-rest-api.md section 5.1).
 PLAN_CREATED = "PLAN_STATUS_CREATED"
@@ -38,7 +41,11 @@ TASK_STATUSES = (
 )
 PLAN_STATUSES = (PLAN_CREATED, PLAN_DOING, PLAN_DONE, PLAN_FAILED, PLAN_CANCELED)
 WAITING_TASK_STATUSES = (TASK_WAITING_BUILDER, TASK_WAITING_PARENTS, TASK_WAITING_EXECUTOR)
+FUNCTION_WAITING = "FUNCTION_STATUS_WAITING"
+FUNCTION_BUILDING = "FUNCTION_STATUS_BUILDING"
 FUNCTION_READY = "FUNCTION_STATUS_READY"
+FUNCTION_FAILED = "FUNCTION_STATUS_FAILED"
+FINAL_TASK_STATUSES = (TASK_DONE, TASK_FAILED, TASK_CANCELED)
 ASSET_KINDS = ("ASSET_MODEL", "ASSET_PERFORMANCE", "ASSET_DATA_MANAGER", "ASSET_DATA_SAMPLE")
 
 
@@ -104,6 +111,7 @@ class Store:
     tokens: dict[str, Token] = field(default_factory=dict)
     tasks_by_plan: dict[str, list[str]] = field(default_factory=dict)
     children: dict[str, list[str]] = field(default_factory=dict)  # parent task key -> child keys
+    replica: Replica | None = None  # replication lag between organizations (replication.py)
     _sequence: int = 0
 
     def next_sequence(self) -> int:
@@ -115,52 +123,61 @@ class Store:
 
     def refresh_plan(self, plan: dict[str, Any]) -> None:
         """Recompute a plan's counters, status and dates from its tasks (the server's own rule)."""
-        counts = {status: 0 for status in TASK_STATUSES}
-        keys = self.tasks_by_plan.get(plan["key"], [])
-        start_dates: list[str] = []
-        end_dates: list[str] = []
-        for key in keys:
-            task = self.tasks[key]
-            counts[task["status"]] += 1
-            if task["start_date"]:
-                start_dates.append(task["start_date"])
-            if task["end_date"]:
-                end_dates.append(task["end_date"])
-        total = len(keys)
-        plan["task_count"] = total
-        plan["done_count"] = counts[TASK_DONE]
-        plan["waiting_builder_slot_count"] = counts[TASK_WAITING_BUILDER]
-        plan["building_count"] = counts["STATUS_BUILDING"]
-        plan["waiting_parent_tasks_count"] = counts[TASK_WAITING_PARENTS]
-        plan["waiting_executor_slot_count"] = counts[TASK_WAITING_EXECUTOR]
-        plan["executing_count"] = counts[TASK_EXECUTING]
-        plan["canceled_count"] = counts[TASK_CANCELED]
-        plan["failed_count"] = counts[TASK_FAILED]
+        tasks = [self.tasks[k] for k in self.tasks_by_plan.get(plan["key"], [])]
+        if self.replica is not None:
+            self.replica.observe(plan, tasks)
+        derive_plan(plan, tasks)
 
-        if plan["_cancelled"] or counts[TASK_CANCELED]:
-            status = PLAN_CANCELED
-        elif total == 0 or counts[TASK_WAITING_BUILDER] == total:
-            status = PLAN_CREATED
-        elif counts[TASK_DONE] == total:
-            status = PLAN_DONE
-        elif counts[TASK_FAILED]:
-            status = PLAN_FAILED
-        else:
-            status = PLAN_DOING
-        plan["status"] = status
-        plan["start_date"] = min(start_dates) if start_dates else None
-        terminal = status in (PLAN_DONE, PLAN_FAILED, PLAN_CANCELED)
-        if terminal and plan["end_date"] is None:
-            plan["end_date"] = max(end_dates) if end_dates else (plan["_cancelled"] or now())
-        if not terminal:
-            plan["end_date"] = None
-        plan["duration"] = _seconds_between(plan["start_date"], plan["end_date"])
-        if terminal:
-            plan["estimated_end_date"] = plan["end_date"]
-        elif status == PLAN_DOING and counts[TASK_DONE] and plan["start_date"]:
-            plan["estimated_end_date"] = _estimate_end(plan["start_date"], counts[TASK_DONE], total)
-        else:
-            plan.pop("estimated_end_date", None)
+
+def derive_plan(plan: dict[str, Any], tasks: list[dict[str, Any]]) -> None:
+    """Set a plan's counters, status and dates from the given views of its tasks."""
+    counts = {status: 0 for status in TASK_STATUSES}
+    end_dates: list[str] = []
+    for task in tasks:
+        counts[task["status"]] += 1
+        if task["end_date"]:
+            end_dates.append(task["end_date"])
+    total = len(tasks)
+    plan["task_count"] = total
+    plan["done_count"] = counts[TASK_DONE]
+    plan["waiting_builder_slot_count"] = counts[TASK_WAITING_BUILDER]
+    plan["building_count"] = counts["STATUS_BUILDING"]
+    plan["waiting_parent_tasks_count"] = counts[TASK_WAITING_PARENTS]
+    plan["waiting_executor_slot_count"] = counts[TASK_WAITING_EXECUTOR]
+    plan["executing_count"] = counts[TASK_EXECUTING]
+    plan["canceled_count"] = counts[TASK_CANCELED]
+    plan["failed_count"] = counts[TASK_FAILED]
+
+    if plan["_cancelled"] or counts[TASK_CANCELED]:
+        status = PLAN_CANCELED
+    elif total == 0 or counts[TASK_WAITING_BUILDER] == total:
+        status = PLAN_CREATED
+    elif counts[TASK_DONE] == total:
+        status = PLAN_DONE
+    elif counts[TASK_FAILED]:
+        status = PLAN_FAILED
+    else:
+        status = PLAN_DOING
+    plan["status"] = status
+    # start_date: set once, at the plan's first status other than CREATED (backend computeplan.py)
+    if status != PLAN_CREATED and not plan.get("_started"):
+        plan["_started"] = now()
+    plan["start_date"] = plan.get("_started")
+    terminal = status in (PLAN_DONE, PLAN_FAILED, PLAN_CANCELED)
+    # end_date: the cancel date, else the last ended task's, kept up to date at every task event
+    if plan["_cancelled"]:
+        plan["end_date"] = plan["_cancelled"]
+    elif terminal:
+        plan["end_date"] = max(end_dates) if end_dates else now()
+    else:
+        plan["end_date"] = None
+    plan["duration"] = _seconds_between(plan["start_date"], plan["end_date"])
+    if terminal:
+        plan["estimated_end_date"] = plan["end_date"]
+    elif status == PLAN_DOING and counts[TASK_DONE] and plan["start_date"]:
+        plan["estimated_end_date"] = _estimate_end(plan["start_date"], counts[TASK_DONE], total)
+    else:
+        plan.pop("estimated_end_date", None)
 
 
 def _seconds_between(start: str | None, end: str | None) -> int:

@@ -298,7 +298,8 @@ def add_compute_plan(
     """
     logger = get_run_logger()
     # the run's identity is looked up only when no key is given (it needs a running task)
-    identity = None if steps.given_compute_plan_key(compute_plan, compute_plan_key) else run_identity(step)
+    given = steps.given_compute_plan_key(compute_plan, compute_plan_key)
+    identity = None if given is not None else run_identity(step)
     block = resolve_credentials(credentials)
     with _connect(block) as client:
         submitted = steps.submit_compute_plan(

@@ -170,7 +170,9 @@ def _ended_attempt_error(client: Any, attempt: Attempt) -> exc.FutureFailureErro
     from .plans import complete_failure  # plans imports this module
 
     plan = attempt.plan
-    outcome = waiting.classify(waiting.WaitKind.compute_plan, plan)
+    # a plan reading CANCELED with a failed task was stopped by that failure (as the orchestrator records it)
+    failed = getattr(plan, "failed_task_key", None) or attempt.status == _FAILED
+    outcome = waiting.Outcome.failed if failed else waiting.Outcome.canceled
     culprits = waiting.failed_task_keys(waiting.WaitKind.compute_plan, plan, attempt.compute_plan_key)
     bare = exc.FutureFailureError(
         "",

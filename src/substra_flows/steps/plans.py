@@ -89,8 +89,10 @@ def given_compute_plan_key(compute_plan: Mapping[str, Any] | Any, compute_plan_k
         raise exc.SpecValidationError.for_field(
             "compute_plan_key", compute_plan_key, f"differs from the spec's key {in_spec!r}: give only one"
         )
-    key = compute_plan_key or in_spec
-    return str(key) if key else None
+    if compute_plan_key:
+        return str(compute_plan_key)
+    # a key written in the spec, even an empty one, is the caller's: a bad one is reported, not replaced
+    return None if in_spec is None else str(in_spec)
 
 
 def resolve_compute_plan_key(
@@ -101,7 +103,7 @@ def resolve_compute_plan_key(
     """The key a plan is submitted under: the one the caller chose (:func:`given_compute_plan_key`),
     else ``derive_key(*run_identity)``; having neither is an error. No request is sent."""
     key = given_compute_plan_key(compute_plan, compute_plan_key)
-    if key:
+    if key is not None:
         return key
     if run_identity is None:
         raise exc.SpecValidationError.for_field(
