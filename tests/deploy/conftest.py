@@ -16,12 +16,14 @@ import pytest
 from substra_flows import SubstraClient
 from substra_flows.local_node import LocalNode
 from tests.deploy.gate import TaskGate
+from tests.recording import TEST_NODE_OPTIONS
 
 
 @pytest.fixture(scope="module")
 def deploy_node() -> Iterator[LocalNode]:
-    """A fresh 2-organization local node for the module (so its plans are this module's only)."""
-    with LocalNode(organizations=2) as node:
+    """A fresh 2-organization local node for the module (so its plans are this module's only), with the
+    test opt-ins (model export on: the pipelines promote models; offline builds)."""
+    with LocalNode(organizations=2, **TEST_NODE_OPTIONS) as node:
         yield node
 
 
