@@ -82,6 +82,7 @@ def test_cancelling_a_run_during_its_wait_cancels_its_plan(
     finally:
         gate.open()
     assert prefect.wait_state(run_id, {"CANCELLED", "COMPLETED", "FAILED", "CRASHED"}, timeout=120) == "CANCELLED"
+    assert_progress_lines(_log_text(prefect, run_id))  # the wait reported while the plan was held
 
 
 def test_a_rerun_of_the_cancelled_day_runs_attempt_2(
