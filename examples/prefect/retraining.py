@@ -12,7 +12,8 @@ Serve it on a schedule (the organizations' credentials are saved blocks, passed 
 or call it directly, e.g. ``retraining(organizations=[block1, block2], day=1)``. Each day's samples
 and ledgers go under ``workdir`` and promoted models under ``models_dir`` (default: a
 ``substra-retraining`` folder in the system's temporary directory, never the current folder;
-``--workdir`` and ``--models-dir`` set them for a served deployment).
+``--workdir`` and ``--models-dir`` set them for a served deployment). Serving also creates, once, the
+automation that marks Crashed a run whose process died (see ``substra_flows.prefect.crashes``).
 """
 
 import argparse
@@ -32,6 +33,7 @@ from substra_flows.prefect import (
     add_data_samples,
     add_function,
     download_model,
+    ensure_zombie_automation,
     evaluate_quality_gate,
     get_leaderboard,
     get_organization_info,
@@ -237,6 +239,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     parameters: dict[str, Any] = {"organizations": args.credentials, "workdir": str(Path(args.workdir).resolve())}
     if args.models_dir:
         parameters["models_dir"] = str(Path(args.models_dir).resolve())
+    try:  # a run whose process dies ends Crashed (its plan keeps running for a retry), not Running forever
+        ensure_zombie_automation()
+    except ValueError as off:
+        print(f"zombie flow runs will not be detected: {off}")
     retraining.serve(name=args.name, cron=args.cron, parameters=parameters)
 
 

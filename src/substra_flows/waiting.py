@@ -1,16 +1,18 @@
 """Waiting for tasks, compute plans and functions: one state machine, two drivers.
 
 :func:`wait_machine` is a pure generator. It never does I/O: it yields *actions*
-(:class:`Fetch` the asset, :class:`Sleep` N seconds, :class:`FetchLogs` of failed tasks) and
-receives their results. :func:`run_sync` performs the actions with blocking calls;
-:func:`run_async` performs them without blocking an asyncio loop. Both therefore share the
-deadline, the polling period, the terminal-state table and the error messages.
+(:class:`Fetch` the asset, :class:`Sleep` N seconds, :class:`FetchLogs` of failed tasks,
+:class:`Report` progress) and receives their results. :func:`run_sync` performs the actions with
+blocking calls; :func:`run_async` performs them without blocking an asyncio loop. Both therefore
+share the deadline, the polling period, the terminal-state table, the error messages and the
+progress reports: the faces only log or render the :class:`Progress` they are handed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import inspect
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
@@ -20,6 +22,8 @@ from substra_flows.exceptions import FutureFailureError, FutureTimeoutError
 from substra_flows.models import ComputePlanStatus, ComputeTaskStatus, FunctionStatus
 
 LOG_TAIL_LINES = 40
+#: seconds between two progress reports when nothing changes (a change is reported at once)
+PROGRESS_EVERY = 60.0
 #: how long a wait treats 404 as "not replicated yet": on a real deployment each organization serves
 #: its own database, fed by orchestrator events, so a key created through another organization
 #: shows up a little later
@@ -141,7 +145,105 @@ class FetchLogs:
     max_lines: int = LOG_TAIL_LINES
 
 
-Action = Union[Fetch, Sleep, FetchLogs]
+@dataclass(frozen=True)
+class Progress:
+    """Where a wait stands: the target's status, its tasks (compute plans), and the time waited so far."""
+
+    kind: WaitKind
+    key: str
+    status: str
+    elapsed: float  # seconds since this wait started
+    done: int | None = None  # tasks done (compute plans only)
+    total: int | None = None  # tasks in the plan
+    failed: int | None = None
+    canceled: int | None = None
+    final: bool = False  # the last report of this wait: the target ended, or the deadline passed
+
+    @property
+    def fraction(self) -> float | None:
+        """Share of the plan's tasks done (0 to 1), or None without a task count."""
+        if not self.total or self.done is None:
+            return None
+        return min(1.0, max(0.0, self.done / self.total))
+
+    def same_state(self, other: Progress | None) -> bool:
+        """True when ``other`` reports the same status and counts (only the time differs)."""
+        if other is None:
+            return False
+        return (self.status, self.done, self.total, self.failed, self.canceled) == (
+            other.status,
+            other.done,
+            other.total,
+            other.failed,
+            other.canceled,
+        )
+
+    def describe(self) -> str:
+        """One log line: ``compute plan <key>: PLAN_STATUS_DOING, 3/10 tasks done, 0 failed, 1m05s elapsed``."""
+        text = f"{self.kind.value} {self.key}: {self.status}"
+        if self.total is not None:
+            text += f", {self.done or 0}/{self.total} tasks done, {self.failed or 0} failed"
+            if self.canceled:
+                text += f", {self.canceled} canceled"
+        return f"{text}, {format_duration(self.elapsed)} elapsed"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return {
+            "kind": self.kind.value,
+            "key": self.key,
+            "status": self.status,
+            "elapsed": round(self.elapsed, 3),
+            "done": self.done,
+            "total": self.total,
+            "failed": self.failed,
+            "canceled": self.canceled,
+            "final": self.final,
+        }
+
+
+def format_duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``2h07m``."""
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _count(asset: Any, name: str) -> int | None:
+    value = getattr(asset, name, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def progress_of(kind: WaitKind, key: str, asset: Any, elapsed: float, *, final: bool = False) -> Progress:
+    """The progress an observed asset shows (task counts for compute plans)."""
+    if kind is WaitKind.compute_plan:
+        return Progress(
+            kind,
+            key,
+            status_of(asset),
+            elapsed,
+            done=_count(asset, "done_count"),
+            total=_count(asset, "task_count"),
+            failed=_count(asset, "failed_count"),
+            canceled=_count(asset, "canceled_count"),
+            final=final,
+        )
+    return Progress(kind, key, status_of(asset), elapsed, final=final)
+
+
+@dataclass(frozen=True)
+class Report:
+    """Hand ``progress`` to the caller's progress callback; send None back."""
+
+    progress: Progress
+
+
+Action = Union[Fetch, Sleep, FetchLogs, Report]
 WaitMachine = Generator[Action, Any, Any]
 
 
@@ -155,6 +257,7 @@ def wait_machine(
     clock: Callable[[], float] = time.monotonic,
     log_lines: int = LOG_TAIL_LINES,
     not_found_grace: float = NOT_FOUND_GRACE,
+    progress_every: float = PROGRESS_EVERY,
 ) -> WaitMachine:
     """Poll until ``key`` reaches a final state; return the final asset.
 
@@ -165,13 +268,21 @@ def wait_machine(
     for ``not_found_grace`` seconds; a task still waiting for its parents once its plan is cancelled
     or failed ends the wait (it would never run); and a plan, or a task, that reads CANCELED because a
     failure aborted the queued tasks is reported as FAILED, naming the failed task.
+
+    Progress is reported (:class:`Report`) at most once per look, hence once per polling period: at
+    the first look, whenever the status or a task count changed, at the end (``final``: the target
+    ended or the deadline passed), and otherwise every ``progress_every`` seconds.
     """
     if polling_period < 0:
         raise ValueError(f"polling_period must be >= 0, got {polling_period!r}")
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+    if progress_every < 0:
+        raise ValueError(f"progress_every must be >= 0, got {progress_every!r}")
     started = clock()
     deadline = None if timeout is None else started + timeout
+    reported: Progress | None = None
+    reported_at = started
     while True:
         asset = yield Fetch(kind, key)
         if isinstance(asset, NotVisible):
@@ -189,9 +300,14 @@ def wait_machine(
                 outcome = Outcome.canceled
         if outcome is Outcome.canceled and _failure_behind(kind, asset, plan):
             outcome = Outcome.failed  # a failure aborts queued tasks to CANCELED: report the failure
+        now = clock()
+        late = outcome is Outcome.pending and deadline is not None and now >= deadline
+        progress = progress_of(kind, key, asset, now - started, final=late or outcome is not Outcome.pending)
+        if progress.final or not progress.same_state(reported) or now - reported_at >= progress_every:
+            yield Report(progress)
+            reported, reported_at = progress, now
         if outcome is Outcome.pending:
-            now = clock()
-            if deadline is not None and now >= deadline:
+            if late:
                 raise FutureTimeoutError(
                     f"{kind.value} {key} still {status_of(asset)} after {timeout:g}s (timeout)",
                     key=key,
@@ -274,14 +390,18 @@ def failure_message(
 # -- drivers -----------------------------------------------------------------------------------
 
 
+ProgressCallback = Callable[[Progress], Any]
+
+
 def run_sync(
     machine: WaitMachine,
     *,
     fetch: Callable[[WaitKind, str], Any],
     fetch_logs: Callable[[str, int], str | None],
     sleep: Callable[[float], None] = time.sleep,
+    report: ProgressCallback | None = None,
 ) -> Any:
-    """Drive ``machine`` with blocking calls; return its result."""
+    """Drive ``machine`` with blocking calls, handing its progress reports to ``report``; return its result."""
     try:
         action = next(machine)
         while True:
@@ -289,6 +409,10 @@ def run_sync(
                 result: Any = fetch(action.kind, action.key)
             elif isinstance(action, Sleep):
                 sleep(action.seconds)
+                result = None
+            elif isinstance(action, Report):
+                if report is not None:
+                    report(action.progress)
                 result = None
             else:
                 result = {k: v for k in action.task_keys if (v := fetch_logs(k, action.max_lines))}
@@ -303,8 +427,9 @@ async def run_async(
     fetch: Callable[[WaitKind, str], Awaitable[Any]],
     fetch_logs: Callable[[str, int], Awaitable[str | None]],
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    report: ProgressCallback | None = None,
 ) -> Any:
-    """Drive ``machine`` without blocking the event loop; return its result."""
+    """Drive ``machine`` without blocking the event loop; ``report`` may be a plain or an async callable."""
     try:
         action = next(machine)
         while True:
@@ -312,6 +437,10 @@ async def run_async(
                 result: Any = await fetch(action.kind, action.key)
             elif isinstance(action, Sleep):
                 await sleep(action.seconds)
+                result = None
+            elif isinstance(action, Report):
+                if report is not None and inspect.isawaitable(reported := report(action.progress)):
+                    await reported
                 result = None
             else:
                 result = {}

@@ -165,25 +165,45 @@ class FakeSubstra:
         tasks = [t["task_id"] for t in compute_plan.get("tasks", [])] if created else []
         return Submitted(key, created, tasks, len(attempts), run_key, None if created else status)
 
-    def wait_compute_plan(self, client: Any, key: str, *, timeout: float | None = None, polling_period: float = 5.0):
+    def wait_compute_plan(
+        self,
+        client: Any,
+        key: str,
+        *,
+        timeout: float | None = None,
+        polling_period: float = 5.0,
+        on_progress: Any = None,
+    ) -> Any:
         self.calls.append(("wait_compute_plan", key))
         return waiting.run_sync(
             self._machine(waiting.WaitKind.compute_plan, key, timeout, polling_period),
             fetch=self._fetch,
             fetch_logs=self._logs,
             sleep=self.sleep,
+            report=on_progress,
         )
 
-    def wait_task(self, client: Any, key: str, *, timeout: float | None = None, polling_period: float = 5.0) -> Any:
+    def wait_task(
+        self,
+        client: Any,
+        key: str,
+        *,
+        timeout: float | None = None,
+        polling_period: float = 5.0,
+        on_progress: Any = None,
+    ) -> Any:
         self.calls.append(("wait_task", key))
         return waiting.run_sync(
             self._machine(waiting.WaitKind.task, key, timeout, polling_period),
             fetch=self._fetch,
             fetch_logs=self._logs,
             sleep=self.sleep,
+            report=on_progress,
         )
 
-    async def _async_wait(self, kind: waiting.WaitKind, key: str, timeout: float | None, polling_period: float) -> Any:
+    async def _async_wait(
+        self, kind: waiting.WaitKind, key: str, timeout: float | None, polling_period: float, on_progress: Any = None
+    ) -> Any:
         async def fetch(k: waiting.WaitKind, asset_key: str) -> Any:
             return self._fetch(k, asset_key)
 
@@ -191,20 +211,36 @@ class FakeSubstra:
             return self._logs(task_key, lines)
 
         return await waiting.run_async(
-            self._machine(kind, key, timeout, polling_period), fetch=fetch, fetch_logs=fetch_logs, sleep=asyncio.sleep
+            self._machine(kind, key, timeout, polling_period),
+            fetch=fetch,
+            fetch_logs=fetch_logs,
+            sleep=asyncio.sleep,
+            report=on_progress,
         )
 
     async def async_wait_compute_plan(
-        self, client: Any, key: str, *, timeout: float | None = None, polling_period: float = 5.0
+        self,
+        client: Any,
+        key: str,
+        *,
+        timeout: float | None = None,
+        polling_period: float = 5.0,
+        on_progress: Any = None,
     ) -> Any:
         self.calls.append(("async_wait_compute_plan", key))
-        return await self._async_wait(waiting.WaitKind.compute_plan, key, timeout, polling_period)
+        return await self._async_wait(waiting.WaitKind.compute_plan, key, timeout, polling_period, on_progress)
 
     async def async_wait_task(
-        self, client: Any, key: str, *, timeout: float | None = None, polling_period: float = 5.0
+        self,
+        client: Any,
+        key: str,
+        *,
+        timeout: float | None = None,
+        polling_period: float = 5.0,
+        on_progress: Any = None,
     ) -> Any:
         self.calls.append(("async_wait_task", key))
-        return await self._async_wait(waiting.WaitKind.task, key, timeout, polling_period)
+        return await self._async_wait(waiting.WaitKind.task, key, timeout, polling_period, on_progress)
 
     def fetch_performances(self, client: Any, key: str) -> list[dict[str, Any]]:
         self.calls.append(("fetch_performances", key))

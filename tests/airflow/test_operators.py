@@ -370,3 +370,17 @@ def test_templated_fields_of_the_plan_operators() -> None:
     assert {"compute_plan", "compute_plan_key", "substra_conn_id"} <= set(SubstraAddComputePlanOperator.template_fields)
     assert "compute_plan_key" in SubstraGetPerformancesOperator.template_fields
     assert "compute_plan_key" in SubstraCancelComputePlanOperator.template_fields
+
+
+def test_a_blocking_wait_logs_its_progress_and_the_link_at_submission(
+    fake_substra: FakeSubstra, context: dict[str, Any], capfd: pytest.CaptureFixture
+) -> None:
+    fake_substra.script(derived_key(), PLAN_DOING, PLAN_DOING, PLAN_DOING, PLAN_DONE)
+    plan_operator().execute(context)
+    printed = capfd.readouterr()
+    lines = [line for line in (printed.out + printed.err).splitlines() if f"compute plan {derived_key()}: " in line]
+    # the first look and each change, not every poll (the fake's plans have no task counts)
+    assert [line.split(f"{derived_key()}: ")[1].split(",")[0] for line in lines] == [PLAN_DOING, PLAN_DONE]
+    assert "elapsed" in lines[-1]
+    url = f"https://substra-frontend.invalid/compute_plans/{derived_key()}/tasks"
+    assert f"(attempt 1) created, 1 task(s) added now: {url}" in printed.out + printed.err

@@ -172,3 +172,13 @@ def test_link_reads_xcom_only(monkeypatch: pytest.MonkeyPatch, context: dict[str
     stored.update(context["ti"].xcom)
     assert link.get_link(plan_sensor(), ti_key=object()) == "https://app/compute_plans/x/tasks"
     assert context["ti"].xcom[link.xcom_key] == "https://app/compute_plans/x/tasks"
+
+
+def test_every_poke_logs_where_the_target_stands(
+    fake_substra: FakeSubstra, context: dict[str, Any], capfd: pytest.CaptureFixture
+) -> None:
+    fake_substra.script(TASK, TASK_EXECUTING, TASK_EXECUTING, TASK_DONE)
+    task_sensor().execute(context)
+    printed = capfd.readouterr()
+    lines = [line for line in (printed.out + printed.err).splitlines() if f"task {TASK}: " in line]
+    assert [TASK_EXECUTING in lines[0], TASK_EXECUTING in lines[1], TASK_DONE in lines[2]] == [True, True, True]

@@ -393,3 +393,11 @@ def test_check_event_refuses_foreign_or_malformed_events() -> None:
     for bad in (None, "success", {**good, "status": "great"}, {**good, "key": TASK}, {**good, "kind": "task"}):
         with pytest.raises(ValueError):
             check_event(bad, kind="compute_plan", key=PLAN)
+
+
+async def test_a_waiting_trigger_logs_its_progress(fake_substra: FakeSubstra, capfd: pytest.CaptureFixture) -> None:
+    fake_substra.script(PLAN, PLAN_DOING, PLAN_DOING, PLAN_DONE)
+    await events_of(plan_trigger())
+    printed = capfd.readouterr()
+    lines = [line for line in (printed.out + printed.err).splitlines() if f"compute plan {PLAN}: " in line]
+    assert len(lines) == 2 and PLAN_DOING in lines[0] and PLAN_DONE in lines[1]

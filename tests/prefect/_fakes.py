@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from substra_flows import models, steps
+from substra_flows.waiting import Progress, WaitKind, progress_of
 
 OWNER = "MyOrg1MSP"
 DATASET_KEY = "0c5d7bd0-0000-4000-8000-000000000001"
@@ -109,10 +110,12 @@ class FakeSteps:
             "register_function", lambda client, **_: steps.RegisteredFunction(FUNCTION_KEY, True)
         )
         self.submit_compute_plan = StepDouble("submit_compute_plan", self._submit)
-        self.wait_compute_plan = StepDouble("wait_compute_plan", lambda client, key, **_: plan(key))
-        self.async_wait_compute_plan = AsyncStepDouble("async_wait_compute_plan", lambda client, key, **_: plan(key))
-        self.wait_task = StepDouble("wait_task", lambda client, key, **_: compute_task(key))
-        self.async_wait_task = AsyncStepDouble("async_wait_task", lambda client, key, **_: compute_task(key))
+        self.wait_compute_plan = StepDouble("wait_compute_plan", _reported(WaitKind.compute_plan, plan))
+        self.async_wait_compute_plan = AsyncStepDouble(
+            "async_wait_compute_plan", _areported(WaitKind.compute_plan, plan)
+        )
+        self.wait_task = StepDouble("wait_task", _reported(WaitKind.task, compute_task))
+        self.async_wait_task = AsyncStepDouble("async_wait_task", _areported(WaitKind.task, compute_task))
         self.fetch_performances = StepDouble("fetch_performances", lambda client, key: performance_rows(key))
         self.cancel_compute_plan = StepDouble("cancel_compute_plan", lambda client, key: True)
         self.cancel_latest_attempt = StepDouble("cancel_latest_attempt", lambda client, key: (key, True))
@@ -151,6 +154,34 @@ class FakeSteps:
             run_key=key,
             status=None if created else "PLAN_STATUS_DOING",
         )
+
+
+def _final(kind: WaitKind, found: Any) -> Progress:
+    return progress_of(kind, found.key, found, 0.0, final=True)
+
+
+def _reported(kind: WaitKind, make: Callable[[str], Any]) -> Callable[..., Any]:
+    """A wait that ends at once, handing its one (final) progress report to ``on_progress``."""
+
+    def wait(client: Any, key: str, *, on_progress: Any = None, **_: Any) -> Any:
+        found = make(key)
+        if on_progress is not None:
+            on_progress(_final(kind, found))
+        return found
+
+    return wait
+
+
+def _areported(kind: WaitKind, make: Callable[[str], Any]) -> Callable[..., Any]:
+    """:func:`_reported` for awaitable waits (``on_progress`` is then awaitable)."""
+
+    async def wait(client: Any, key: str, *, on_progress: Any = None, **_: Any) -> Any:
+        found = make(key)
+        if on_progress is not None:
+            await on_progress(_final(kind, found))
+        return found
+
+    return wait
 
 
 def _sample_key(path: Any) -> str:

@@ -216,3 +216,146 @@ def test_the_hook_of_a_run_that_never_submitted_is_not_an_error(fake_steps: Fake
     run = _cancelled_run({"credentials": "hook-none-test", "compute_plan": SPEC})
     cancel_compute_plan_on_cancellation(run_compute_plan, run, Cancelling())  # logs, does not raise
     assert fake_steps.cancel_latest_attempt.count == 1 and fake_steps.cancel_compute_plan.count == 0
+
+
+# -- progress, artifacts on the user's flow run, subflow retries ------------------------------------
+
+
+def _reports_then_done(client, key, *, on_progress=None, **_):
+    """A wait that reports three looks at a 4-task plan, then returns it DONE."""
+    from substra_flows.waiting import WaitKind, progress_of
+    from tests.prefect._fakes import plan
+
+    for done in (0, 2, 4):
+        status = "PLAN_STATUS_DONE" if done == 4 else "PLAN_STATUS_DOING"
+        on_progress(
+            progress_of(
+                WaitKind.compute_plan,
+                key,
+                plan(key, status, task_count=4, done_count=done),
+                5.0 * done,
+                final=done == 4,
+            )
+        )
+    return plan(key, "PLAN_STATUS_DONE", task_count=4, done_count=4)
+
+
+def test_the_wait_keeps_a_progress_artifact_and_logs_each_report(fake_steps: FakeSteps, unit_credentials):
+    from tests.prefect._helpers import run_logs
+
+    fake_steps.wait_compute_plan.script(_reports_then_done)
+    state = run_compute_plan(unit_credentials, SPEC, polling_period=0, return_state=True)
+    run_id = _flow_run_id(state)
+    key = state.result()["compute_plan_key"]
+    progress = artifacts_by_key(run_id)["substra-progress"]
+    assert progress.type == "progress" and progress.data == 100.0
+    assert progress.description == f"compute plan {key}: PLAN_STATUS_DONE, 4/4 tasks done, 0 failed, 20s elapsed"
+    messages = [log.message for log in run_logs(run_id)]
+    assert f"compute plan {key}: PLAN_STATUS_DOING, 2/4 tasks done, 0 failed, 10s elapsed" in messages
+    assert sum(m.startswith(f"compute plan {key}: ") and m.endswith("elapsed") for m in messages) == 3
+
+
+def test_a_progress_artifact_that_cannot_be_written_does_not_stop_the_wait(
+    fake_steps: FakeSteps, unit_credentials, monkeypatch: pytest.MonkeyPatch
+):
+    from substra_flows.prefect import artifacts as artifacts_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Prefect API unavailable")
+
+    monkeypatch.setattr(artifacts_module, "create_progress_artifact", broken)
+    fake_steps.wait_compute_plan.script(_reports_then_done)
+    state = run_compute_plan(unit_credentials, SPEC, polling_period=0, return_state=True)
+    assert state.is_completed() and "substra-progress" not in artifacts_by_key(_flow_run_id(state))
+
+
+def test_as_a_subflow_its_artifacts_are_on_the_users_flow_run_too(fake_steps: FakeSteps, unit_credentials):
+    from prefect import flow
+
+    @flow
+    def nightly() -> dict:
+        return run_compute_plan(unit_credentials, SPEC, polling_period=0)
+
+    state = nightly(return_state=True)
+    parent = artifacts_by_key(_flow_run_id(state))
+    assert {"substra-performances", "substra-compute-plan", "substra-summary"} <= set(parent)
+    key = state.result()["compute_plan_key"]
+    assert (
+        key in parent["substra-summary"].data and f"/compute_plans/{key}/tasks" in parent["substra-compute-plan"].data
+    )
+
+
+def test_a_retry_of_the_calling_flow_finds_the_subflows_run_key(fake_steps: FakeSteps, unit_credentials):
+    """A retry of the parent starts a new subflow run: its plans must still be named after the same call."""
+    from prefect import flow
+
+    ended = exc.FutureFailureError(
+        "compute plan was canceled", key="k", kind="compute plan", status="PLAN_STATUS_CANCELED"
+    )
+    fake_steps.wait_compute_plan.script(
+        ended, lambda client, key, **_: _reports_then_done(client, key, on_progress=lambda p: None)
+    )
+
+    @flow(retries=1, retry_delay_seconds=0)
+    def nightly() -> tuple[dict, dict]:
+        first = run_compute_plan(unit_credentials, SPEC, polling_period=0)
+        second = run_compute_plan(unit_credentials, {**SPEC, "name": "another"}, polling_period=0)
+        return first, second
+
+    state = nightly(return_state=True)
+    assert state.is_completed()
+    keys = [args[1]["key"] for args, _ in fake_steps.submit_compute_plan.calls]
+    # try 1: the first call's plan ended (the flow failed); try 2: both calls, the first under the same run key
+    assert len(keys) == 3 and keys[1] == keys[0] and keys[2] != keys[0]
+    parent_id = str(_flow_run_id(state))
+    assert keys[0] == steps_derive("prefect", parent_id, "run_compute_plan-0")
+    assert keys[2] == steps_derive("prefect", parent_id, "run_compute_plan-1")
+
+
+def steps_derive(*parts: str) -> str:
+    from substra_flows.steps import derive_key
+
+    return derive_key(*parts)
+
+
+# -- crashes -------------------------------------------------------------------------------------------------
+
+
+def test_a_crashed_run_ends_crashed_and_says_its_plan_keeps_running(fake_steps: FakeSteps, unit_credentials):
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    from tests.prefect._helpers import run_logs
+
+    fake_steps.wait_compute_plan.script(SimulatedCrash("the process died"))
+    name = f"crash-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(SimulatedCrash):
+        run_compute_plan.with_options(flow_run_name=name)(unit_credentials, SPEC, polling_period=0)
+    with get_client(sync_client=True) as client:
+        (crashed,) = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])))
+    assert crashed.state is not None and crashed.state.is_crashed()
+    key = compute_plan_key_for_run(flow_run_id=crashed.id)
+    assert fake_steps.cancel_compute_plan.count == 0 and fake_steps.cancel_latest_attempt.count == 0
+    messages = [log.message for log in run_logs(crashed.id)]
+    assert any(f"compute plan {key} is left running; retry this flow run" in m for m in messages), messages
+
+
+def test_the_zombie_automation_marks_silent_runs_crashed_and_is_created_once():
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+
+    from substra_flows.prefect import ensure_zombie_automation, zombie_automation
+    from substra_flows.prefect.crashes import ZOMBIE_AUTOMATION_NAME
+
+    automation = zombie_automation(timedelta(seconds=90))
+    trigger = automation.trigger
+    assert trigger.after == {"prefect.flow-run.heartbeat"} and trigger.within == timedelta(seconds=90)
+    assert {"prefect.flow-run.Completed", "prefect.flow-run.Crashed"} <= trigger.expect
+    assert [a.state for a in automation.actions] == [StateType.CRASHED]
+    first = ensure_zombie_automation(timedelta(seconds=90))
+    assert ensure_zombie_automation(timedelta(seconds=90)) == first
+    saved = Automation.read(name=ZOMBIE_AUTOMATION_NAME)
+    assert saved.id == first and saved.enabled
+    with pytest.raises(ValueError, match="silence"):
+        zombie_automation(timedelta(0))

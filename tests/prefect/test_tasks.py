@@ -196,7 +196,8 @@ def test_add_compute_plan_failure_propagates(fake_steps: FakeSteps, unit_credent
 def test_wait_compute_plan_and_its_failure(fake_steps: FakeSteps, unit_credentials):
     done = wait_compute_plan(unit_credentials, PLAN_KEY, timeout=5, polling_period=0)
     assert done["key"] == PLAN_KEY and done["status"] == "PLAN_STATUS_DONE"
-    assert fake_steps.wait_compute_plan.calls[0][1] == {"timeout": 5, "polling_period": 0}
+    kwargs = dict(fake_steps.wait_compute_plan.calls[0][1])
+    assert callable(kwargs.pop("on_progress")) and kwargs == {"timeout": 5, "polling_period": 0}
     failure = exc.FutureFailureError(
         "compute plan failed; failed task: t\n--- last lines ---\nboom",
         key=PLAN_KEY,
@@ -339,7 +340,7 @@ def test_tasks_log_through_the_run_logger_and_never_the_token(fake_steps: FakeSt
         f"compute plan {PLAN_KEY} (attempt 1) submitted, 0 task(s) added now: {credentials.url}/compute_plan/"
         in messages
     )
-    assert f"compute plan {PLAN_KEY} is PLAN_STATUS_DONE" in messages
+    assert f"compute plan {PLAN_KEY}: PLAN_STATUS_DONE, 0/0 tasks done, 0 failed, 0s elapsed" in messages
     assert UNIT_TOKEN not in messages
     assert UNIT_TOKEN not in json.dumps(state.result())
     assert UNIT_TOKEN not in everything_stored(state.state_details.flow_run_id)

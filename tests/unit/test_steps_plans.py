@@ -321,3 +321,36 @@ def test_submit_refuses_two_different_keys_before_any_request(client: SubstraCli
     with pytest.raises(exc.SpecValidationError, match="compute_plan_key"):
         steps.submit_compute_plan(client, spec, compute_plan_key="5e0f3c57-8d43-4c39-9b5c-222222222222")
     assert adapter.calls == []
+
+
+def test_waits_hand_their_progress_to_the_caller(client: SubstraClient, server: MiniServer, adapter: FakeAdapter):
+    key = str(uuid.uuid4())
+    looks = iter(
+        [(0, "PLAN_STATUS_DOING"), (0, "PLAN_STATUS_DOING"), (2, "PLAN_STATUS_DOING"), (4, "PLAN_STATUS_DONE")]
+    )
+
+    def get_plan(call: Any, match: Any) -> Any:
+        done, status = next(looks)
+        return 200, plan_body(key, status=status, task_count=4, done_count=done), {}
+
+    adapter.route("GET", r"/compute_plan/([^/]+)/", get_plan)
+    seen: list[Any] = []
+    steps.wait_compute_plan(client, key, polling_period=0, on_progress=seen.append)
+    assert [(p.status, p.done, p.total, p.final) for p in seen] == [
+        ("PLAN_STATUS_DOING", 0, 4, False),
+        ("PLAN_STATUS_DOING", 2, 4, False),
+        ("PLAN_STATUS_DONE", 4, 4, True),
+    ]
+    assert seen[1].describe().startswith(f"compute plan {key}: PLAN_STATUS_DOING, 2/4 tasks done, 0 failed, ")
+
+
+async def test_async_waits_hand_their_progress_to_an_async_callback(client: SubstraClient, adapter: FakeAdapter):
+    key = str(uuid.uuid4())
+    adapter.route("GET", r"/compute_plan/([^/]+)/", lambda c, m: (200, plan_body(key, status="PLAN_STATUS_DONE"), {}))
+    seen: list[Any] = []
+
+    async def record(progress: Any) -> None:
+        seen.append(progress)
+
+    await steps.async_wait_compute_plan(client, key, polling_period=0, on_progress=record)
+    assert [p.final for p in seen] == [True]

@@ -17,6 +17,8 @@ from substra_flows.waiting import (
     Fetch,
     FetchLogs,
     Outcome,
+    Progress,
+    Report,
     Sleep,
     WaitKind,
     classify,
@@ -30,6 +32,14 @@ from ._fakes import plan_body, task_body
 
 def asset(status: str, **extra: object) -> SimpleNamespace:
     return SimpleNamespace(key=extra.pop("key", "k"), status=status, error_type=extra.pop("error_type", None), **extra)
+
+
+def send(machine, value):
+    """``machine.send(value)``, then past any progress report: the next action that is not a Report."""
+    action = machine.send(value)
+    while isinstance(action, Report):
+        action = machine.send(None)
+    return action
 
 
 class FakeClock:
@@ -91,11 +101,11 @@ def test_machine_polls_then_returns():
     clock = FakeClock()
     machine = wait_machine(WaitKind.task, "k", timeout=None, polling_period=2.0, clock=clock)
     assert next(machine) == Fetch(WaitKind.task, "k")
-    assert machine.send(asset("STATUS_EXECUTING")) == Sleep(2.0)
-    assert machine.send(None) == Fetch(WaitKind.task, "k")
+    assert send(machine, asset("STATUS_EXECUTING")) == Sleep(2.0)
+    assert send(machine, None) == Fetch(WaitKind.task, "k")
     done = asset("STATUS_DONE")
     with pytest.raises(StopIteration) as stop:
-        machine.send(done)
+        send(machine, done)
     assert stop.value.value is done
 
 
@@ -104,14 +114,14 @@ def test_machine_last_sleep_is_cut_to_the_deadline():
     machine = wait_machine(WaitKind.compute_plan, "p", timeout=5.0, polling_period=2.0, clock=clock)
     next(machine)
     sleeps = []
-    action = machine.send(asset("PLAN_STATUS_DOING"))
+    action = send(machine, asset("PLAN_STATUS_DOING"))
     with pytest.raises(exc.FutureTimeoutError) as info:
         while True:
             assert isinstance(action, Sleep)
             sleeps.append(action.seconds)
             clock.sleep(action.seconds)
-            assert isinstance(machine.send(None), Fetch)
-            action = machine.send(asset("PLAN_STATUS_DOING"))
+            assert isinstance(send(machine, None), Fetch)
+            action = send(machine, asset("PLAN_STATUS_DOING"))
     assert sleeps == [2.0, 2.0, 1.0]
     assert info.value.key == "p" and info.value.status == "PLAN_STATUS_DOING" and info.value.timeout == 5.0
     assert "compute plan p still PLAN_STATUS_DOING after 5s" in str(info.value)
@@ -120,10 +130,10 @@ def test_machine_last_sleep_is_cut_to_the_deadline():
 def test_machine_asks_for_logs_of_failed_task_of_plan():
     machine = wait_machine(WaitKind.compute_plan, "p", timeout=None, polling_period=0)
     next(machine)
-    action = machine.send(asset("PLAN_STATUS_FAILED", key="p", failed_task_key="t1"))
+    action = send(machine, asset("PLAN_STATUS_FAILED", key="p", failed_task_key="t1"))
     assert action == FetchLogs(("t1",), 40)
     with pytest.raises(exc.FutureFailureError) as info:
-        machine.send({"t1": "Traceback...\nValueError: bad input"})
+        send(machine, {"t1": "Traceback...\nValueError: bad input"})
     error = info.value
     assert error.failed_task_keys == ["t1"] and error.key == "p" and error.status == "PLAN_STATUS_FAILED"
     assert "failed task: t1" in str(error) and "ValueError: bad input" in str(error)
@@ -133,7 +143,7 @@ def test_machine_canceled_raises_without_logs():
     machine = wait_machine(WaitKind.compute_plan, "p", timeout=None, polling_period=0)
     next(machine)
     with pytest.raises(exc.FutureFailureError, match="was canceled"):
-        machine.send(asset("PLAN_STATUS_CANCELED", failed_task_key=None))
+        send(machine, asset("PLAN_STATUS_CANCELED", failed_task_key=None))
 
 
 def test_machine_no_raise_returns_failed_asset():
@@ -141,7 +151,7 @@ def test_machine_no_raise_returns_failed_asset():
     next(machine)
     failed = asset("FUNCTION_STATUS_FAILED")
     with pytest.raises(StopIteration) as stop:
-        machine.send(failed)
+        send(machine, failed)
     assert stop.value.value is failed
 
 
@@ -338,11 +348,11 @@ def _drive(machine, answers):
     fed = iter(answers)
     while True:
         if isinstance(action, Fetch):
-            action = machine.send(next(fed))
+            action = send(machine, next(fed))
         elif isinstance(action, FetchLogs):
-            action = machine.send({})
+            action = send(machine, {})
         else:
-            action = machine.send(None)
+            action = send(machine, None)
 
 
 def test_a_plan_canceled_behind_a_failure_is_reported_as_failed() -> None:
@@ -372,15 +382,138 @@ def test_a_404_is_polled_again_for_the_grace_period_then_raised() -> None:
         while True:
             if isinstance(action, Fetch):
                 seen += 1
-                action = machine.send(missing)
+                action = send(machine, missing)
             else:
                 clock.sleep(action.seconds)
-                action = machine.send(None)
+                action = send(machine, None)
     assert seen == 4  # at 0, 1, 2 and 3 s
     machine = wait_machine(WaitKind.compute_plan, "p", timeout=None, polling_period=1.0, clock=FakeClock())
     next(machine)
-    assert isinstance(machine.send(missing), Sleep)
+    assert isinstance(send(machine, missing), Sleep)
     with pytest.raises(StopIteration) as done:
-        machine.send(None)
-        machine.send(asset("PLAN_STATUS_DONE", key="p"))
+        send(machine, None)
+        send(machine, asset("PLAN_STATUS_DONE", key="p"))
     assert done.value.value.status == "PLAN_STATUS_DONE"
+
+
+# -- progress -----------------------------------------------------------------------------------------
+
+
+def plan_at(status: str, done: int, total: int = 10, failed: int = 0) -> SimpleNamespace:
+    return asset(status, key="p", task_count=total, done_count=done, failed_count=failed, canceled_count=0)
+
+
+def reports_of(answers: list[SimpleNamespace], **kwargs: object) -> tuple[list[Progress], float]:
+    """Drive a plan wait through ``answers`` (one per look), polling every 10 s on a fake clock."""
+    clock = FakeClock()
+    reports: list[Progress] = []
+    fed = iter(answers)
+    machine = wait_machine(WaitKind.compute_plan, "p", polling_period=10, clock=clock, **kwargs)  # type: ignore[arg-type]
+    try:
+        run_sync(
+            machine,
+            fetch=lambda kind, key: next(fed),
+            fetch_logs=lambda k, n: None,
+            sleep=clock.sleep,
+            report=reports.append,
+        )
+    except exc.FutureError:
+        pass
+    return reports, clock.now
+
+
+def test_progress_is_reported_at_the_first_look_on_every_change_and_at_the_end():
+    doing = "PLAN_STATUS_DOING"
+    answers = [plan_at(doing, 0), plan_at(doing, 0), plan_at(doing, 3), plan_at(doing, 3), plan_at(doing, 3)]
+    answers += [plan_at(doing, 4, failed=1), plan_at("PLAN_STATUS_DONE", 10)]
+    reports, _ = reports_of(answers, timeout=None)
+    assert [(r.done, r.failed, r.elapsed, r.final) for r in reports] == [
+        (0, 0, 0, False),
+        (3, 0, 20, False),
+        (4, 1, 50, False),
+        (10, 0, 60, True),
+    ]
+    assert reports[-1].status == "PLAN_STATUS_DONE" and reports[-1].fraction == 1.0
+    assert reports[1].describe() == "compute plan p: PLAN_STATUS_DOING, 3/10 tasks done, 0 failed, 20s elapsed"
+
+
+def test_without_change_progress_is_reported_every_progress_every_seconds():
+    reports, _ = reports_of(
+        [plan_at("PLAN_STATUS_DOING", 2)] * 13 + [plan_at("PLAN_STATUS_DONE", 10)], timeout=None, progress_every=60
+    )
+    assert [r.elapsed for r in reports] == [0, 60, 120, 130]  # first look, two heartbeats, the end
+
+
+def test_a_timeout_ends_with_a_final_report_and_a_failure_too():
+    reports, now = reports_of([plan_at("PLAN_STATUS_DOING", 1)] * 5, timeout=25)
+    assert now == 25 and [r.elapsed for r in reports] == [0, 25] and reports[-1].final
+    reports, _ = reports_of([plan_at("PLAN_STATUS_DOING", 1), plan_at("PLAN_STATUS_FAILED", 1, failed=1)], timeout=None)
+    assert reports[-1].final and reports[-1].status == "PLAN_STATUS_FAILED"
+    assert "1/10 tasks done, 1 failed" in reports[-1].describe()
+
+
+def test_progress_of_a_task_has_no_counts():
+    clock = FakeClock()
+    reports: list[Progress] = []
+    statuses = iter([asset("STATUS_EXECUTING"), asset("STATUS_DONE")])
+    machine = wait_machine(WaitKind.task, "t", timeout=None, polling_period=75, clock=clock)
+    run_sync(
+        machine,
+        fetch=lambda kind, key: next(statuses),
+        fetch_logs=lambda k, n: None,
+        sleep=clock.sleep,
+        report=reports.append,
+    )
+    assert [r.describe() for r in reports] == [
+        "task t: STATUS_EXECUTING, 0s elapsed",
+        "task t: STATUS_DONE, 1m15s elapsed",
+    ]
+    assert reports[0].fraction is None and reports[0].to_dict()["kind"] == "task"
+
+
+def test_a_driver_without_a_progress_callback_ignores_the_reports():
+    machine = wait_machine(WaitKind.task, "t", timeout=None, polling_period=0)
+    done = asset("STATUS_DONE")
+    assert run_sync(machine, fetch=lambda kind, key: done, fetch_logs=lambda k, n: None) is done
+
+
+async def test_the_async_driver_awaits_an_async_progress_callback():
+    reports: list[Progress] = []
+
+    async def report(progress: Progress) -> None:
+        await asyncio.sleep(0)
+        reports.append(progress)
+
+    statuses = iter([plan_at("PLAN_STATUS_DOING", 1), plan_at("PLAN_STATUS_DONE", 10)])
+
+    async def fetch(kind, key):
+        return next(statuses)
+
+    async def no_logs(key, n):
+        return None
+
+    machine = wait_machine(WaitKind.compute_plan, "p", timeout=None, polling_period=0)
+    await run_async(machine, fetch=fetch, fetch_logs=no_logs, sleep=asyncio.sleep, report=report)
+    assert [(r.done, r.final) for r in reports] == [(1, False), (10, True)]
+    sync_reports: list[Progress] = []
+    statuses = iter([plan_at("PLAN_STATUS_DONE", 10)])
+    await run_async(
+        wait_machine(WaitKind.compute_plan, "p", timeout=None, polling_period=0),
+        fetch=fetch,
+        fetch_logs=no_logs,
+        report=sync_reports.append,
+    )
+    assert len(sync_reports) == 1
+
+
+def test_durations_read_well():
+    from substra_flows.waiting import format_duration
+
+    assert [format_duration(s) for s in (0, 59.9, 60, 125, 3600, 7325)] == [
+        "0s",
+        "59s",
+        "1m00s",
+        "2m05s",
+        "1h00m",
+        "2h02m",
+    ]

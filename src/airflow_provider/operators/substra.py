@@ -427,7 +427,13 @@ class SubstraAddComputePlanOperator(SubstraBaseOperator):
                 return key
             self.log.info("Waiting for compute plan %s (every %ss)", key, self.polling_period_seconds)
             try:
-                steps.wait_compute_plan(client, key, timeout=self.timeout, polling_period=self.polling_period_seconds)
+                steps.wait_compute_plan(
+                    client,
+                    key,
+                    timeout=self.timeout,
+                    polling_period=self.polling_period_seconds,
+                    on_progress=self._log_progress,
+                )
             except (FutureFailureError, FutureTimeoutError) as error:
                 raise _fail_on_wait_error(error, self.on_failed) from None
         finally:
@@ -438,7 +444,7 @@ class SubstraAddComputePlanOperator(SubstraBaseOperator):
     def _defer_unless_finished(self, client: Any, key: str, context: Context) -> None:
         """Look once (a rerun may find the plan already finished); otherwise hand the wait to the triggerer."""
         try:
-            steps.wait_compute_plan(client, key, timeout=0, polling_period=0)
+            steps.wait_compute_plan(client, key, timeout=0, polling_period=0, on_progress=self._log_progress)
             self.log.info("Compute plan %s is already done", key)
             return
         except FutureFailureError as error:
@@ -462,6 +468,10 @@ class SubstraAddComputePlanOperator(SubstraBaseOperator):
             kwargs={"compute_plan_key": key},
             timeout=None if self.timeout is None else dt.timedelta(seconds=self.timeout + DEFERRAL_GRACE_SECONDS),
         )
+
+    def _log_progress(self, progress: Any) -> None:
+        """Log a progress report of the wait (the wait decides when there is one)."""
+        self.log.info("%s", progress.describe())
 
     def execute_complete(self, context: Context, event: Any = None, compute_plan_key: str | None = None) -> str:
         """Resume after the trigger fired: check that the event is about the plan deferred on, and that it succeeded."""

@@ -73,9 +73,13 @@ class _SubstraSensor(BaseSensorOperator):
         raise NotImplementedError
 
     def _look(self, client: Any) -> Any:
-        """One status request through the shared wait: return the finished asset, raise
-        FutureTimeoutError while it runs, FutureFailureError when it failed."""
+        """One status request through the shared wait (its progress logged): return the finished asset,
+        raise FutureTimeoutError while it runs, FutureFailureError when it failed."""
         raise NotImplementedError
+
+    def _log_progress(self, progress: Any) -> None:
+        """Log where the target stands (one line per poke)."""
+        self.log.info("%s", progress.describe())
 
     def _trigger(self, end_time: float) -> BaseTrigger:
         raise NotImplementedError
@@ -92,9 +96,8 @@ class _SubstraSensor(BaseSensorOperator):
         """Done: True (with the final status in XCom); still running: False; failed: AirflowFailException."""
         try:
             asset = self._look(self.hook.get_conn())
-        except FutureTimeoutError as running:
-            self.log.info("%s %s is %s", self.kind.replace("_", " "), self.target_key, running.status)
-            return False
+        except FutureTimeoutError:
+            return False  # the look logged where the target stands
         except FutureFailureError as error:
             raise AirflowFailException(str(error)) from None
         return PokeReturnValue(is_done=True, xcom_value=self._result(_status_text(asset)))
@@ -164,7 +167,9 @@ class SubstraComputePlanSensor(_SubstraSensor):
         )
 
     def _look(self, client: Any) -> Any:
-        return steps.wait_compute_plan(client, self.target_key, timeout=0, polling_period=0)
+        return steps.wait_compute_plan(
+            client, self.target_key, timeout=0, polling_period=0, on_progress=self._log_progress
+        )
 
     def _trigger(self, end_time: float) -> BaseTrigger:
         return SubstraComputePlanTrigger(
@@ -195,7 +200,7 @@ class SubstraTaskSensor(_SubstraSensor):
         return str(self.task_key)
 
     def _look(self, client: Any) -> Any:
-        return steps.wait_task(client, self.target_key, timeout=0, polling_period=0)
+        return steps.wait_task(client, self.target_key, timeout=0, polling_period=0, on_progress=self._log_progress)
 
     def _trigger(self, end_time: float) -> BaseTrigger:
         return SubstraTaskTrigger(

@@ -129,6 +129,10 @@ class _SubstraWaitTrigger(BaseTrigger):
     async def _wait(self, client: Any, timeout: float | None) -> Any:
         raise NotImplementedError
 
+    def _log_progress(self, progress: Any) -> None:
+        """Log a progress report of the wait in the task's trigger log."""
+        self.log.info("%s", progress.describe())
+
     async def _on_cancel(self) -> None:
         """Called when the triggerer cancels the wait: a shutdown, a move, or (before Airflow 3.3) a user's action."""
 
@@ -198,7 +202,11 @@ class SubstraComputePlanTrigger(_SubstraWaitTrigger):
 
     async def _wait(self, client: Any, timeout: float | None) -> Any:
         return await steps.async_wait_compute_plan(
-            client, self.key, timeout=timeout, polling_period=self.polling_period_seconds
+            client,
+            self.key,
+            timeout=timeout,
+            polling_period=self.polling_period_seconds,
+            on_progress=self._log_progress,
         )
 
     async def on_kill(self) -> None:
@@ -361,5 +369,9 @@ class SubstraTaskTrigger(_SubstraWaitTrigger):
 
     async def _wait(self, client: Any, timeout: float | None) -> Any:
         return await steps.async_wait_task(
-            client, self.key, timeout=timeout, polling_period=self.polling_period_seconds
+            client,
+            self.key,
+            timeout=timeout,
+            polling_period=self.polling_period_seconds,
+            on_progress=self._log_progress,
         )

@@ -30,14 +30,25 @@ class WaitMethods(PlanMethods, FunctionMethods):
         polling_period: float = 2.0,
         raise_on_failure: bool = True,
         not_found_grace: float = waiting.NOT_FOUND_GRACE,
+        on_progress: waiting.ProgressCallback | None = None,
     ) -> models.Task:
         """Block until the task is done, canceled, or failed (with its failure report).
 
         Also ends when the task can never run (its plan was cancelled or failed while it waited for
         its parents); a 404 is polled again for ``not_found_grace`` seconds (replication lag between
-        organizations: pass 0 for a key that must already exist here).
+        organizations: pass 0 for a key that must already exist here). ``on_progress`` (every wait
+        has it) receives a :class:`~substra_flows.waiting.Progress` at the first look, at each
+        change, at the end, and at least every minute.
         """
-        return self._wait(waiting.WaitKind.task, key, timeout, polling_period, raise_on_failure, not_found_grace)
+        return self._wait(
+            waiting.WaitKind.task,
+            key,
+            timeout,
+            polling_period,
+            raise_on_failure,
+            not_found_grace,
+            on_progress=on_progress,
+        )
 
     def wait_compute_plan(
         self,
@@ -47,10 +58,17 @@ class WaitMethods(PlanMethods, FunctionMethods):
         polling_period: float = 2.0,
         raise_on_failure: bool = True,
         not_found_grace: float = waiting.NOT_FOUND_GRACE,
+        on_progress: waiting.ProgressCallback | None = None,
     ) -> models.ComputePlan:
         """Block until the plan is done, failed or canceled."""
         return self._wait(
-            waiting.WaitKind.compute_plan, key, timeout, polling_period, raise_on_failure, not_found_grace
+            waiting.WaitKind.compute_plan,
+            key,
+            timeout,
+            polling_period,
+            raise_on_failure,
+            not_found_grace,
+            on_progress=on_progress,
         )
 
     def wait_function(
@@ -61,9 +79,18 @@ class WaitMethods(PlanMethods, FunctionMethods):
         polling_period: float = 1.0,
         raise_on_failure: bool = True,
         not_found_grace: float = waiting.NOT_FOUND_GRACE,
+        on_progress: waiting.ProgressCallback | None = None,
     ) -> models.Function:
         """Block until the function is built (ready), failed or canceled."""
-        return self._wait(waiting.WaitKind.function, key, timeout, polling_period, raise_on_failure, not_found_grace)
+        return self._wait(
+            waiting.WaitKind.function,
+            key,
+            timeout,
+            polling_period,
+            raise_on_failure,
+            not_found_grace,
+            on_progress=on_progress,
+        )
 
     async def async_wait_task(
         self,
@@ -73,10 +100,17 @@ class WaitMethods(PlanMethods, FunctionMethods):
         polling_period: float = 2.0,
         raise_on_failure: bool = True,
         not_found_grace: float = waiting.NOT_FOUND_GRACE,
+        on_progress: waiting.ProgressCallback | None = None,
     ) -> models.Task:
         """Awaitable :meth:`wait_task` (HTTP in a worker thread, sleeps on the loop)."""
         return await self._async_wait(
-            waiting.WaitKind.task, key, timeout, polling_period, raise_on_failure, not_found_grace
+            waiting.WaitKind.task,
+            key,
+            timeout,
+            polling_period,
+            raise_on_failure,
+            not_found_grace,
+            on_progress=on_progress,
         )
 
     async def async_wait_compute_plan(
@@ -87,10 +121,17 @@ class WaitMethods(PlanMethods, FunctionMethods):
         polling_period: float = 2.0,
         raise_on_failure: bool = True,
         not_found_grace: float = waiting.NOT_FOUND_GRACE,
+        on_progress: waiting.ProgressCallback | None = None,
     ) -> models.ComputePlan:
         """Awaitable :meth:`wait_compute_plan`."""
         return await self._async_wait(
-            waiting.WaitKind.compute_plan, key, timeout, polling_period, raise_on_failure, not_found_grace
+            waiting.WaitKind.compute_plan,
+            key,
+            timeout,
+            polling_period,
+            raise_on_failure,
+            not_found_grace,
+            on_progress=on_progress,
         )
 
     async def async_wait_function(
@@ -101,10 +142,17 @@ class WaitMethods(PlanMethods, FunctionMethods):
         polling_period: float = 1.0,
         raise_on_failure: bool = True,
         not_found_grace: float = waiting.NOT_FOUND_GRACE,
+        on_progress: waiting.ProgressCallback | None = None,
     ) -> models.Function:
         """Awaitable :meth:`wait_function`."""
         return await self._async_wait(
-            waiting.WaitKind.function, key, timeout, polling_period, raise_on_failure, not_found_grace
+            waiting.WaitKind.function,
+            key,
+            timeout,
+            polling_period,
+            raise_on_failure,
+            not_found_grace,
+            on_progress=on_progress,
         )
 
     async def async_get_task(self, key: str) -> models.Task:
@@ -177,10 +225,13 @@ class WaitMethods(PlanMethods, FunctionMethods):
         polling_period: float,
         raise_on_failure: bool,
         not_found_grace: float = waiting.NOT_FOUND_GRACE,
+        on_progress: waiting.ProgressCallback | None = None,
     ) -> Any:
         """Sync driver of the wait machine."""
         machine = self._machine(kind, key, timeout, polling_period, raise_on_failure, not_found_grace)
-        return waiting.run_sync(machine, fetch=self._fetch, fetch_logs=self.log_tail, sleep=self._sleep)
+        return waiting.run_sync(
+            machine, fetch=self._fetch, fetch_logs=self.log_tail, sleep=self._sleep, report=on_progress
+        )
 
     async def _async_wait(
         self,
@@ -190,6 +241,7 @@ class WaitMethods(PlanMethods, FunctionMethods):
         polling_period: float,
         raise_on_failure: bool,
         not_found_grace: float = waiting.NOT_FOUND_GRACE,
+        on_progress: waiting.ProgressCallback | None = None,
     ) -> Any:
         """Async driver of the wait machine: HTTP in threads, sleeps on the event loop."""
         machine = self._machine(kind, key, timeout, polling_period, raise_on_failure, not_found_grace)
@@ -200,4 +252,6 @@ class WaitMethods(PlanMethods, FunctionMethods):
         async def fetch_logs(task_key: str, lines: int) -> str | None:
             return await asyncio.to_thread(self.log_tail, task_key, lines)
 
-        return await waiting.run_async(machine, fetch=fetch, fetch_logs=fetch_logs, sleep=self._async_sleep)
+        return await waiting.run_async(
+            machine, fetch=fetch, fetch_logs=fetch_logs, sleep=self._async_sleep, report=on_progress
+        )

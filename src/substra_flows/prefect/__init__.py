@@ -5,8 +5,14 @@ substra_flows.prefect`` finds :class:`SubstraCredentials`. The core ``substra_fl
 imports Prefect; only this package does.
 """
 
+from substra_flows.prefect.crashes import ensure_zombie_automation, zombie_automation
 from substra_flows.prefect.credentials import SubstraCredentials, aresolve_credentials, resolve_credentials
-from substra_flows.prefect.flows import cancel_compute_plan_on_cancellation, compute_plan_key_for_run, run_compute_plan
+from substra_flows.prefect.flows import (
+    cancel_compute_plan_on_cancellation,
+    compute_plan_key_for_run,
+    leave_plan_running_on_crash,
+    run_compute_plan,
+)
 from substra_flows.prefect.tasks import (
     add_compute_plan,
     add_data_samples,
@@ -53,6 +59,7 @@ __all__ = [
     "cancel_compute_plan_on_cancellation",
     "compute_plan_key_for_run",
     "download_model",
+    "ensure_zombie_automation",
     "evaluate_quality_gate",
     "get_compute_plan",
     "get_leaderboard",
@@ -61,10 +68,12 @@ __all__ = [
     "get_task",
     "get_task_logs",
     "is_transient_error",
+    "leave_plan_running_on_crash",
     "register_dataset",
     "resolve_credentials",
     "retry_on_transient_error",
     "run_compute_plan",
     "wait_compute_plan",
     "wait_task",
+    "zombie_automation",
 ]

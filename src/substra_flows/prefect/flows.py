@@ -17,6 +17,7 @@ from typing import Any, Optional, Union
 from prefect import flow, get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
+from prefect.context import FlowRunContext
 from prefect.exceptions import TerminationSignal
 from prefect.flows import Flow
 from prefect.logging.loggers import flow_run_logger
@@ -32,7 +33,9 @@ from substra_flows.prefect.tasks import add_compute_plan, get_performances, wait
 __all__ = [
     "cancel_compute_plan_on_cancellation",
     "compute_plan_key_for_run",
+    "leave_plan_running_on_crash",
     "run_compute_plan",
+    "run_identity_of",
 ]
 
 #: the step name :func:`run_compute_plan` derives its plan key from
@@ -50,7 +53,8 @@ def compute_plan_key_for_run(step: str = RUN_COMPUTE_PLAN_STEP, flow_run_id: Any
     its attempt 1, from which later attempts' keys derive.
 
     The same flow run and step always give the same key: a retry or a rerun after a crash finds the
-    plan instead of submitting another.
+    plan instead of submitting another. This is the key :func:`run_compute_plan` uses when it runs on
+    its own; as a subflow it is named after its caller (:func:`run_identity_of`).
     """
     run_id = flow_run_id or current_flow_run.get_id()
     if not run_id:
@@ -58,9 +62,35 @@ def compute_plan_key_for_run(step: str = RUN_COMPUTE_PLAN_STEP, flow_run_id: Any
     return steps.derive_key("prefect", str(run_id), step)
 
 
-def _run_key(compute_plan: Mapping[str, Any], flow_run_id: Any) -> str:
+def run_identity_of(flow_run: FlowRun) -> tuple[str, ...]:
+    """The run identity of a run of :func:`run_compute_plan` (its plans' keys derive from it).
+
+    A flow run on its own is named by its id (a retry keeps it); a subflow by its parent's flow run
+    and the position of the call there, since a retry of the parent starts a new subflow run with a
+    new id but calls it from the same place. (Prefect gives such a call the same tracking task run
+    at each attempt of the parent.)
+    """
+    if flow_run.parent_task_run_id is not None:
+        with get_client(sync_client=True) as client:
+            caller = client.read_task_run(flow_run.parent_task_run_id)
+        if caller.flow_run_id is not None:
+            return ("prefect", str(caller.flow_run_id), f"{RUN_COMPUTE_PLAN_STEP}-{caller.dynamic_key}")
+    return ("prefect", str(flow_run.id), RUN_COMPUTE_PLAN_STEP)
+
+
+def _run_key(compute_plan: Mapping[str, Any], flow_run: FlowRun) -> str:
     """The spec's own key, else the one derived from the flow run: the run key of its attempts."""
-    return str(compute_plan.get("key") or compute_plan_key_for_run(RUN_COMPUTE_PLAN_STEP, flow_run_id))
+    return str(compute_plan.get("key") or steps.derive_key(*run_identity_of(flow_run)))
+
+
+def _calling_flow_run_id() -> Optional[str]:
+    """The flow run the user started, when this one is a subflow of it (else None)."""
+    try:
+        root = current_flow_run.root_flow_run_id
+    except Exception:  # best effort: the artifacts then stay on this run only
+        return None
+    own = current_flow_run.get_id()
+    return str(root) if root and str(root) != str(own) else None
 
 
 def _cancel_quietly(
@@ -150,7 +180,13 @@ def cancel_compute_plan_on_cancellation(flow: Flow[..., Any], flow_run: FlowRun,
     else:  # another process: the run's latest attempt is the one to cancel
         parameters = flow_run.parameters or {}
         compute_plan = parameters.get("compute_plan")
-        key = _run_key(compute_plan if isinstance(compute_plan, Mapping) else {}, flow_run.id)
+        try:
+            key = _run_key(compute_plan if isinstance(compute_plan, Mapping) else {}, flow_run)
+        except Exception as error:
+            logger.error(
+                "cannot tell which compute plan flow run %s submitted: %s", flow_run.id, exc.redact(str(error))
+            )
+            return
         try:
             found = _credentials_from_parameter(parameters.get("credentials"))
         except Exception as error:
@@ -165,7 +201,36 @@ def cancel_compute_plan_on_cancellation(flow: Flow[..., Any], flow_run: FlowRun,
     _cancel_quietly(credentials, key, f"flow run entered {state.name}", logger, latest_attempt=running is None)
 
 
-@flow(name="substra-run-compute-plan", on_cancellation=[cancel_compute_plan_on_cancellation])
+def leave_plan_running_on_crash(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]) -> None:
+    """``on_crashed`` hook: say which plan keeps running, and that a retry of this run waits for it.
+
+    A crash (the process died, or was marked Crashed by the zombie automation of
+    :mod:`substra_flows.prefect.crashes`) is not a decision to stop: the plan is not cancelled, and a
+    retry or rerun of the same run finds it again (see :mod:`substra_flows.steps.attempts`).
+    """
+    logger: Any = flow_run_logger(flow_run, flow)
+    running = _RUNNING.pop(str(flow_run.id), None)
+    if running is not None:
+        what = f"compute plan {running[1]}"
+    else:
+        compute_plan = (flow_run.parameters or {}).get("compute_plan")
+        spec = compute_plan if isinstance(compute_plan, Mapping) else {}
+        try:
+            what = f"the latest attempt of run {_run_key(spec, flow_run)}"
+        except Exception:  # the server is unreachable: say it without the key
+            what = "its compute plan"
+    logger.warning(
+        "flow run crashed (%s): %s is left running; retry this flow run (or rerun the same day) to wait for it again",
+        state.message or state.name,
+        what,
+    )
+
+
+@flow(
+    name="substra-run-compute-plan",
+    on_cancellation=[cancel_compute_plan_on_cancellation],
+    on_crashed=[leave_plan_running_on_crash],
+)
 def run_compute_plan(
     credentials: Union[SubstraCredentials, str],
     compute_plan: dict[str, Any],
@@ -187,21 +252,38 @@ def run_compute_plan(
     """
     logger = get_run_logger()
     block = resolve_credentials(credentials)
-    run_id = current_flow_run.get_id()
-    run_key = _run_key(compute_plan, run_id)
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        raise RuntimeError("run_compute_plan must run as a flow")
+    run_id = str(context.flow_run.id)
+    run_key = _run_key(compute_plan, context.flow_run)
     name = compute_plan.get("name")
     prefix = artifact_key_prefix
+    caller = _calling_flow_run_id()  # a subflow publishes its artifacts on the user's flow run as well
     key = run_key
+    crashing = False
     try:
         submitted = add_compute_plan(block, {**compute_plan, "key": run_key}, on_failed=on_failed)
         key, link = submitted["compute_plan_key"], submitted["link"]
-        _RUNNING[str(run_id)] = (block, key)
-        artifacts.create_plan_link_artifact(link, key, key_prefix=prefix)
+        _RUNNING[run_id] = (block, key)
+        artifacts.create_plan_link_artifact(link, key, key_prefix=prefix, also_on_flow_run=caller)
         try:
-            plan = wait_compute_plan(block, key, timeout=wait_timeout, polling_period=polling_period)
+            plan = wait_compute_plan(
+                block,
+                key,
+                timeout=wait_timeout,
+                polling_period=polling_period,
+                progress_artifact_key=artifacts.artifact_key(prefix, "progress"),
+            )
         except exc.FutureFailureError as failure:
             artifacts.create_summary_artifact(
-                key, status=str(failure.status), link=link, name=name, failure=failure, key_prefix=prefix
+                key,
+                status=str(failure.status),
+                link=link,
+                name=name,
+                failure=failure,
+                key_prefix=prefix,
+                also_on_flow_run=caller,
             )
             raise
         except exc.FutureTimeoutError as late:
@@ -210,13 +292,19 @@ def run_compute_plan(
                 cancelled = _cancel_quietly(block, key, f"not done after {late.timeout:g}s", logger)
                 note += " Cancelled." if cancelled else ""
             artifacts.create_summary_artifact(
-                key, status=str(late.status), link=link, name=name, note=note, key_prefix=prefix
+                key,
+                status=str(late.status),
+                link=link,
+                name=name,
+                note=note,
+                key_prefix=prefix,
+                also_on_flow_run=caller,
             )
             raise
         rows = get_performances(block, key)
-        artifacts.create_performance_artifact(rows, key, key_prefix=prefix)
+        artifacts.create_performance_artifact(rows, key, key_prefix=prefix, also_on_flow_run=caller)
         artifacts.create_summary_artifact(
-            key, status=str(plan["status"]), link=link, name=name, rows=rows, key_prefix=prefix
+            key, status=str(plan["status"]), link=link, name=name, rows=rows, key_prefix=prefix, also_on_flow_run=caller
         )
         logger.info("compute plan %s done: %d performance(s)", key, len(rows))
         return {
@@ -231,7 +319,10 @@ def run_compute_plan(
         reason = _stop_reason(interruption, run_id)
         if reason is not None:
             # before the submission returned, only the run key is known: cancel its latest attempt
-            _cancel_quietly(block, key, reason, logger, latest_attempt=str(run_id) not in _RUNNING)
+            _cancel_quietly(block, key, reason, logger, latest_attempt=run_id not in _RUNNING)
+        elif not isinstance(interruption, Exception):
+            crashing = True  # the on_crashed hook still names the plan, then forgets it
         raise
     finally:
-        _RUNNING.pop(str(run_id), None)
+        if not crashing:
+            _RUNNING.pop(run_id, None)

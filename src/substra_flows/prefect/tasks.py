@@ -26,6 +26,7 @@ from prefect.tasks import Task
 from substra_flows import exceptions as exc
 from substra_flows import steps
 from substra_flows.client import SubstraClient
+from substra_flows.prefect.artifacts import WaitReporter
 from substra_flows.prefect.credentials import CredentialsLike, aresolve_credentials, resolve_credentials
 
 __all__ = [
@@ -325,45 +326,63 @@ def add_compute_plan(
 
 @task(**_WAIT_OPTIONS)
 def wait_compute_plan(
-    credentials: CredentialsLike, compute_plan_key: str, timeout: Optional[float] = None, polling_period: float = 5.0
+    credentials: CredentialsLike,
+    compute_plan_key: str,
+    timeout: Optional[float] = None,
+    polling_period: float = 5.0,
+    progress_artifact_key: Optional[str] = None,
 ) -> dict[str, Any]:
     """Wait until the plan is done and return it; raise ``FutureFailureError`` (failed tasks and their
-    log tail in the message) or ``FutureTimeoutError`` past ``timeout`` seconds."""
+    log tail in the message) or ``FutureTimeoutError`` past ``timeout`` seconds.
+
+    While it waits, logs the plan's status, tasks done / total, failed tasks and the time waited (at
+    the first look, at each change, at the end, at least every minute), and keeps a progress artifact
+    of the task run up to date (keyed ``progress_artifact_key`` when given, to show in the Artifacts page).
+    """
     logger = get_run_logger()
     logger.info("waiting for compute plan %s (polling every %gs)", compute_plan_key, polling_period)
+    reporter = WaitReporter(logger, progress_artifact_key)
     with _connect(credentials) as client:
-        plan = _plain(steps.wait_compute_plan(client, compute_plan_key, timeout=timeout, polling_period=polling_period))
-    logger.info("compute plan %s is %s", compute_plan_key, _status(plan))
+        plan = _plain(
+            steps.wait_compute_plan(
+                client, compute_plan_key, timeout=timeout, polling_period=polling_period, on_progress=reporter.report
+            )
+        )
     return plan
 
 
 @task(**_WAIT_OPTIONS)
 async def async_wait_compute_plan(
-    credentials: CredentialsLike, compute_plan_key: str, timeout: Optional[float] = None, polling_period: float = 5.0
+    credentials: CredentialsLike,
+    compute_plan_key: str,
+    timeout: Optional[float] = None,
+    polling_period: float = 5.0,
+    progress_artifact_key: Optional[str] = None,
 ) -> dict[str, Any]:
     """Awaitable :func:`wait_compute_plan`: sleeps on the event loop, never blocking it."""
     logger = get_run_logger()
     logger.info("waiting for compute plan %s (polling every %gs)", compute_plan_key, polling_period)
+    reporter = WaitReporter(logger, progress_artifact_key)
     async with _aconnect(credentials) as client:
         plan = await steps.async_wait_compute_plan(
-            client, compute_plan_key, timeout=timeout, polling_period=polling_period
+            client, compute_plan_key, timeout=timeout, polling_period=polling_period, on_progress=reporter.areport
         )
-    plan = _plain(plan)
-    logger.info("compute plan %s is %s", compute_plan_key, _status(plan))
-    return plan
+    return _plain(plan)
 
 
 @task(**_WAIT_OPTIONS)
 def wait_task(
     credentials: CredentialsLike, task_key: str, timeout: Optional[float] = None, polling_period: float = 5.0
 ) -> dict[str, Any]:
-    """Wait until the compute task is done and return it (errors as :func:`wait_compute_plan`)."""
+    """Wait until the compute task is done and return it (errors and progress lines as :func:`wait_compute_plan`)."""
     logger = get_run_logger()
     logger.info("waiting for task %s (polling every %gs)", task_key, polling_period)
+    reporter = WaitReporter(logger)
     with _connect(credentials) as client:
-        found = _plain(steps.wait_task(client, task_key, timeout=timeout, polling_period=polling_period))
-    logger.info("task %s is %s", task_key, _status(found))
-    return found
+        found = steps.wait_task(
+            client, task_key, timeout=timeout, polling_period=polling_period, on_progress=reporter.report
+        )
+    return _plain(found)
 
 
 @task(**_WAIT_OPTIONS)
@@ -374,9 +393,10 @@ async def async_wait_task(
     logger = get_run_logger()
     logger.info("waiting for task %s (polling every %gs)", task_key, polling_period)
     async with _aconnect(credentials) as client:
-        found = _plain(await steps.async_wait_task(client, task_key, timeout=timeout, polling_period=polling_period))
-    logger.info("task %s is %s", task_key, _status(found))
-    return found
+        found = await steps.async_wait_task(
+            client, task_key, timeout=timeout, polling_period=polling_period, on_progress=WaitReporter(logger).areport
+        )
+    return _plain(found)
 
 
 @task(**_TASK_OPTIONS)

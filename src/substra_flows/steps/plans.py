@@ -294,13 +294,26 @@ def _registered_task_keys(client: Any, plan_key: str, keys: Sequence[str]) -> se
 # --------------------------------------------------------------------------------------------
 
 
+def _progress_kwargs(on_progress: waiting.ProgressCallback | None) -> dict[str, Any]:
+    """The client's ``on_progress`` argument, sent only when given (SDK-like clients do not take it)."""
+    return {} if on_progress is None else {"on_progress": on_progress}
+
+
 def wait_compute_plan(
-    client: Any, compute_plan_key: str, *, timeout: float | None = None, polling_period: float = 5.0
+    client: Any,
+    compute_plan_key: str,
+    *,
+    timeout: float | None = None,
+    polling_period: float = 5.0,
+    on_progress: waiting.ProgressCallback | None = None,
 ) -> Any:
     """Wait until the plan is DONE; raise ``FutureFailureError`` naming failed tasks with their log tail,
-    ``FutureTimeoutError`` past the deadline."""
+    ``FutureTimeoutError`` past the deadline. ``on_progress`` receives the wait's
+    :class:`~substra_flows.waiting.Progress` reports (status, tasks done / total, failed, elapsed)."""
     try:
-        return client.wait_compute_plan(compute_plan_key, timeout=timeout, polling_period=polling_period)
+        return client.wait_compute_plan(
+            compute_plan_key, timeout=timeout, polling_period=polling_period, **_progress_kwargs(on_progress)
+        )
     except exc.FutureFailureError as error:
         completed = complete_failure(client, error)
         if completed is error:
@@ -309,11 +322,18 @@ def wait_compute_plan(
 
 
 async def async_wait_compute_plan(
-    client: Any, compute_plan_key: str, *, timeout: float | None = None, polling_period: float = 5.0
+    client: Any,
+    compute_plan_key: str,
+    *,
+    timeout: float | None = None,
+    polling_period: float = 5.0,
+    on_progress: waiting.ProgressCallback | None = None,
 ) -> Any:
-    """Awaitable twin of :func:`wait_compute_plan`, never blocking the event loop."""
+    """Awaitable twin of :func:`wait_compute_plan`, never blocking the event loop (``on_progress`` may be async)."""
     try:
-        return await client.async_wait_compute_plan(compute_plan_key, timeout=timeout, polling_period=polling_period)
+        return await client.async_wait_compute_plan(
+            compute_plan_key, timeout=timeout, polling_period=polling_period, **_progress_kwargs(on_progress)
+        )
     except exc.FutureFailureError as error:
         completed = await asyncio.to_thread(complete_failure, client, error)
         if completed is error:
@@ -321,10 +341,19 @@ async def async_wait_compute_plan(
         raise completed from error
 
 
-def wait_task(client: Any, task_key: str, *, timeout: float | None = None, polling_period: float = 5.0) -> Any:
-    """Wait until the task is DONE (errors as :func:`wait_compute_plan`)."""
+def wait_task(
+    client: Any,
+    task_key: str,
+    *,
+    timeout: float | None = None,
+    polling_period: float = 5.0,
+    on_progress: waiting.ProgressCallback | None = None,
+) -> Any:
+    """Wait until the task is DONE (errors and progress as :func:`wait_compute_plan`)."""
     try:
-        return client.wait_task(task_key, timeout=timeout, polling_period=polling_period)
+        return client.wait_task(
+            task_key, timeout=timeout, polling_period=polling_period, **_progress_kwargs(on_progress)
+        )
     except exc.FutureFailureError as error:
         completed = complete_failure(client, error)
         if completed is error:
@@ -333,11 +362,18 @@ def wait_task(client: Any, task_key: str, *, timeout: float | None = None, polli
 
 
 async def async_wait_task(
-    client: Any, task_key: str, *, timeout: float | None = None, polling_period: float = 5.0
+    client: Any,
+    task_key: str,
+    *,
+    timeout: float | None = None,
+    polling_period: float = 5.0,
+    on_progress: waiting.ProgressCallback | None = None,
 ) -> Any:
     """Awaitable twin of :func:`wait_task`."""
     try:
-        return await client.async_wait_task(task_key, timeout=timeout, polling_period=polling_period)
+        return await client.async_wait_task(
+            task_key, timeout=timeout, polling_period=polling_period, **_progress_kwargs(on_progress)
+        )
     except exc.FutureFailureError as error:
         completed = await asyncio.to_thread(complete_failure, client, error)
         if completed is error:
