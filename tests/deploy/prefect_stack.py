@@ -161,14 +161,25 @@ class PrefectDeployment:
         """The flow run's state type (SCHEDULED, RUNNING, COMPLETED, CANCELLED...)."""
         return str((self.flow_run(run_id).get("state") or {}).get("type"))
 
+    def run_tree(self, run_id: str) -> list[str]:
+        """The flow run and every subflow run under it (``run_compute_plan`` runs as a subflow)."""
+        found, frontier = [run_id], [run_id]
+        while frontier:
+            body = {"flow_runs": {"parent_flow_run_id": {"any_": frontier}}}
+            frontier = [str(child["id"]) for child in self.post("/flow_runs/filter", body)]
+            found += frontier
+        return found
+
     def logs(self, run_id: str) -> list[dict[str, Any]]:
-        """Every log record of a flow run (its tasks' included), every page."""
+        """Every log record of a flow run, its tasks' and its subflows' included, every page: what the
+        user reads of that run in the UI."""
+        runs = self.run_tree(run_id)
         records: list[dict[str, Any]] = []
         while True:
             page = self.post(
                 "/logs/filter",
                 {
-                    "logs": {"flow_run_id": {"any_": [run_id]}},
+                    "logs": {"flow_run_id": {"any_": runs}},
                     "sort": "TIMESTAMP_ASC",
                     "limit": 200,
                     "offset": len(records),
