@@ -44,6 +44,10 @@ from substra_flows.local_node import FAULT_KINDS, FaultConfig, LocalNode
 CAMPAIGN_NAMESPACE = uuid.UUID("6c1f3b0e-2d8a-4e51-9b7c-3a9d5e2f4c10")
 FUNCTIONS = ("train", "aggregate", "predict", "score")
 MIXED = "mixed"
+#: the campaign node's settings: a default deployment's (model export off, login throttle, a 1 s build
+#: phase), except builds that never reach a package index (the example functions' ``RUN pip install
+#: substratools==1.0.0`` is met by the node's own packages)
+CAMPAIGN_NODE_OPTIONS: dict[str, Any] = {"build_env": {"PIP_NO_INDEX": "1"}}
 
 #: what an error caused by each fault kind must say (case-insensitive)
 CAUSES: dict[str, str] = {
@@ -479,7 +483,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s", handlers=[quiet])
     results: list[KindResult] = []
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="fault-campaign-") as tmp, LocalNode(organizations=2) as node:
+    with (
+        tempfile.TemporaryDirectory(prefix="fault-campaign-") as tmp,
+        LocalNode(organizations=2, **CAMPAIGN_NODE_OPTIONS) as node,
+    ):
         expected = baseline(node, settings, Path(tmp))
         print(f"fault-free run: {expected}", flush=True)
         for seed in args.seeds:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.fault_campaign import (
+    CAMPAIGN_NODE_OPTIONS,
     MIXED,
     CampaignSettings,
     KindResult,
@@ -45,6 +46,9 @@ from benchmarks.fault_campaign import (
 from substra_flows.local_node import FAULT_KINDS, LocalNode
 
 DAY = 1  # the day of data both pipelines run for
+#: the faces' nodes: the client campaign's settings plus model export on, since both pipelines end with a
+#: promote step that downloads the model (refused with ModelExportDisabled on a default deployment)
+FACES_NODE_OPTIONS: dict[str, Any] = {**CAMPAIGN_NODE_OPTIONS, "model_export": True}
 
 
 @contextlib.contextmanager
@@ -100,10 +104,6 @@ def recorded_task_errors() -> Iterator[list[str]]:
 
 class DagRunFailed(RuntimeError):
     """A DAG run ended in failure; the message holds the errors of its failed task tries."""
-
-
-#: the example pipelines download the promoted model: the campaign's nodes allow model export
-FACE_NODE_OPTIONS: dict[str, Any] = {"model_export": True}
 
 
 def airflow_pipeline(dag: Any) -> Callable[..., list[dict[str, Any]]]:
@@ -183,15 +183,19 @@ def run_face(
     settings: CampaignSettings,
     workdir: Path,
     progress: Callable[[str], None] = print,
+    node_options: dict[str, Any] | None = None,
 ) -> list[KindResult]:
-    """Baseline on a fresh node, then every (kind, seed) on a fresh node of its own."""
-    with LocalNode(organizations=2, **FACE_NODE_OPTIONS) as node:
+    """Baseline on a fresh node, then every (kind, seed) on a fresh node of its own.
+
+    ``node_options`` are the nodes' ``LocalNode`` settings (default :data:`FACES_NODE_OPTIONS`)."""
+    options = FACES_NODE_OPTIONS if node_options is None else node_options
+    with LocalNode(organizations=2, **options) as node:
         expected = baseline(node, settings, workdir / f"{face}-baseline", run=pipeline, count=count_all)
     progress(f"{face}: fault-free run: {expected}")
     results = []
     for seed in seeds:
         for kind in kinds:
-            with LocalNode(organizations=2, **FACE_NODE_OPTIONS) as node:
+            with LocalNode(organizations=2, **options) as node:
                 result = run_kind(
                     node, kind, seed, settings, workdir / face, expected, run=pipeline, count=count_all, face=face
                 )

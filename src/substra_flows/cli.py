@@ -14,7 +14,7 @@ def _local_node(args: argparse.Namespace) -> int:
     faults = None
     if args.fault_rate > 0:
         kinds = tuple(k for k in args.fault_kinds.split(",") if k) if args.fault_kinds else None
-        faults = FaultConfig(rate=args.fault_rate, **({"kinds": kinds} if kinds else {}))
+        faults = FaultConfig(rate=args.fault_rate, kinds=kinds) if kinds else FaultConfig(rate=args.fault_rate)
     node = LocalNode(
         organizations=args.organizations,
         host=args.host,

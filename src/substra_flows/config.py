@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import pydantic
-import yaml
 from pydantic import ConfigDict, Field, SecretStr
 
 from substra_flows.exceptions import ConfigurationError, register_secret
@@ -54,6 +53,8 @@ class ClientSettings(pydantic.BaseModel):
     backoff_max: float = Field(DEFAULT_BACKOFF_MAX, ge=0)
     page_size: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=10000)
     max_json_bytes: int = Field(DEFAULT_MAX_JSON_BYTES, ge=1024)
+    #: refuse spec keys the spec does not define (by default they are dropped with a warning, as the SDK drops them)
+    strict: bool = False
 
     @pydantic.field_validator("url")
     @classmethod
@@ -158,6 +159,8 @@ def _read_file_section(client_name: str | None, configuration_file: str | os.Pat
             logger.warning("configuration file %s (from %s) does not exist; ignored", path, CONFIG_FILE_ENV_VAR)
             return {}
         raise ConfigurationError(f"configuration file {path} does not exist")
+    import yaml  # only when a file is used: it is a tenth of the client's import time
+
     try:
         content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:

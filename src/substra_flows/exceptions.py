@@ -42,6 +42,7 @@ __all__ = [
     "RequestException",
     "RequestTimeout",
     "SDKException",
+    "SpecRuleError",
     "SpecValidationError",
     "SubstraError",
     "TaskAssetError",
@@ -49,6 +50,7 @@ __all__ = [
     "TaskAssetNotFoundError",
     "Timeout",
     "TooManyRequests",
+    "UnknownSpecKeysWarning",
     "UnsafePathError",
     "UsernamePasswordLoginDisabledException",
     "register_secret",
@@ -203,6 +205,13 @@ class OrderingFormatError(SpecValidationError):
     """An ``order_by`` value that the route cannot sort on."""
 
 
+class UnknownSpecKeysWarning(UserWarning):
+    """A spec carried keys it does not define; they were dropped, as the official SDK drops them.
+
+    The ``strict=True`` client setting turns this into a :class:`SpecValidationError`.
+    """
+
+
 class UnsafePathError(SubstraError):
     """A download file name (from the server or built from a key) would escape its folder."""
 
@@ -279,6 +288,17 @@ class AlreadyExists(HTTPError):
 
 class TooManyRequests(HTTPError):
     """429: throttled; ``retry_after`` holds the server's hint in seconds, if any."""
+
+
+class SpecRuleError(SpecValidationError, InvalidRequest):
+    """A spec breaks a rule the server enforces with a 400 (metadata keys and sizes, name lengths,
+    task ids, dependency cycles). Caught before sending; the official SDK reports these as
+    ``InvalidRequest``, so this error is one too (and a ``SpecValidationError``, a ``ValueError``)."""
+
+    def __init__(self, message: str, *, errors: Sequence[Mapping[str, Any]] | None = None) -> None:
+        super().__init__(message, errors=errors)
+        # HTTPError.__init__, further along the MRO, reset ``errors`` to the (absent) server body
+        self.errors = [dict(e) for e in (errors or [])]
 
 
 class InternalServerError(HTTPError):

@@ -9,12 +9,11 @@ rejected, so a newer server does not break waits and listings.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar, Union, cast
 
 import pydantic
-from pydantic import BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field
 
 from substra_flows.schemas import AssetKind
 
@@ -91,34 +90,21 @@ class TaskErrorType(str, enum.Enum):
     internal = "INTERNAL_ERROR"
 
 
-E = TypeVar("E", bound=enum.Enum)
-
-
-def _lenient_enum(enum_class: type[E]) -> Callable[[Any], Any]:
-    """Validator turning a known wire string into the enum member, leaving unknown strings as-is."""
-
-    def convert(value: Any) -> Any:
-        if isinstance(value, str) and not isinstance(value, enum.Enum):
-            try:
-                return enum_class(value)
-            except ValueError:
-                return value
-        return value
-
-    return convert
-
-
-PlanStatus = Annotated[Union[ComputePlanStatus, str], BeforeValidator(_lenient_enum(ComputePlanStatus))]
-TaskStatus = Annotated[Union[ComputeTaskStatus, str], BeforeValidator(_lenient_enum(ComputeTaskStatus))]
-FnStatus = Annotated[Union[FunctionStatus, str], BeforeValidator(_lenient_enum(FunctionStatus))]
-ErrorType = Annotated[Union[TaskErrorType, str], BeforeValidator(_lenient_enum(TaskErrorType))]
-Kind = Annotated[Union[AssetKind, str], BeforeValidator(_lenient_enum(AssetKind))]
+# A status value unknown to this version stays a plain string: the enum is tried first, then str.
+# left_to_right keeps that in pydantic-core (no Python call per value when a page is parsed).
+_ENUM_FIRST = Field(union_mode="left_to_right")
+PlanStatus = Annotated[Union[ComputePlanStatus, str], _ENUM_FIRST]
+TaskStatus = Annotated[Union[ComputeTaskStatus, str], _ENUM_FIRST]
+FnStatus = Annotated[Union[FunctionStatus, str], _ENUM_FIRST]
+ErrorType = Annotated[Union[TaskErrorType, str], _ENUM_FIRST]
+Kind = Annotated[Union[AssetKind, str], _ENUM_FIRST]
 
 
 class _Model(pydantic.BaseModel):
-    """Base of response models: extra server fields are kept, never rejected."""
+    """Base of response models: extra server fields are kept, never rejected. Validators are built
+    on first use (``defer_build``), so importing the package stays fast."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True, protected_namespaces=())
+    model_config = ConfigDict(extra="allow", populate_by_name=True, protected_namespaces=(), defer_build=True)
 
     def __str__(self) -> str:
         return self.model_dump_json(indent=2)
@@ -200,9 +186,9 @@ class Dataset(_Model):
 
 
 class FunctionInput(_Model):
-    """A function input, flattened from the server's keyed object."""
+    """A function input, flattened from the server's keyed object (``identifier`` is the key there)."""
 
-    identifier: str
+    identifier: str = ""
     kind: Kind
     optional: bool = False
     multiple: bool = False
@@ -211,16 +197,37 @@ class FunctionInput(_Model):
 class FunctionOutput(_Model):
     """A function output, flattened from the server's keyed object."""
 
-    identifier: str
+    identifier: str = ""
     kind: Kind
     multiple: bool = False
 
 
-def _keyed_to_list(value: Any) -> Any:
-    """``{"model": {...}}`` -> ``[{"identifier": "model", ...}]`` (lists pass through)."""
+IO = TypeVar("IO", FunctionInput, FunctionOutput)
+
+
+def _keyed_as_list(value: Union[dict[str, IO], list[IO]]) -> list[IO]:
+    """``{"model": FunctionInput(...)}`` (validated by pydantic-core, identifier unset) ->
+    ``[FunctionInput(identifier="model", ...)]``: only the identifier is written, nothing is rebuilt."""
     if isinstance(value, dict):
-        return [{"identifier": ident, **(spec or {})} for ident, spec in value.items()]
+        for identifier, item in value.items():
+            item.__dict__["identifier"] = identifier
+            item.__pydantic_fields_set__.add("identifier")
+        return list(value.values())
     return value
+
+
+if TYPE_CHECKING:
+    FunctionInputs = list[FunctionInput]
+    FunctionOutputs = list[FunctionOutput]
+else:
+    # the server keys inputs/outputs by identifier, the SDK lists them: pydantic-core validates
+    # either shape, and a small after-validator only renames (no second validation pass)
+    FunctionInputs = Annotated[
+        Union[dict[str, FunctionInput], list[FunctionInput]], _ENUM_FIRST, AfterValidator(_keyed_as_list)
+    ]
+    FunctionOutputs = Annotated[
+        Union[dict[str, FunctionOutput], list[FunctionOutput]], _ENUM_FIRST, AfterValidator(_keyed_as_list)
+    ]
 
 
 class Function(_Model):
@@ -232,13 +239,11 @@ class Function(_Model):
     permissions: Permissions
     metadata: dict[str, str] = Field(default_factory=dict)
     creation_date: Optional[datetime] = None
-    inputs: list[FunctionInput] = Field(default_factory=list)
-    outputs: list[FunctionOutput] = Field(default_factory=list)
+    inputs: FunctionInputs = Field(default_factory=list)
+    outputs: FunctionOutputs = Field(default_factory=list)
     status: FnStatus = FunctionStatus.unknown
     description: File
     archive: File
-
-    _flatten = pydantic.field_validator("inputs", "outputs", mode="before")(_keyed_to_list)
 
 
 class InputRef(_Model):
@@ -365,11 +370,12 @@ class InputAsset(_Model):
     def _by_kind(cls, values: Any) -> Any:
         """Pick the asset model from ``kind`` instead of guessing from the shape."""
         if isinstance(values, dict) and isinstance(values.get("asset"), dict):
-            target = {
+            targets: dict[str, type[_Model]] = {
                 AssetKind.data_manager.value: Dataset,
                 AssetKind.data_sample.value: DataSample,
                 AssetKind.model.value: Model,
-            }.get(str(getattr(values.get("kind"), "value", values.get("kind"))))
+            }
+            target = targets.get(str(getattr(values.get("kind"), "value", values.get("kind"))))
             if target is not None:
                 values = {**values, "asset": target.model_validate(values["asset"])}
         return values
@@ -444,18 +450,18 @@ class Performances(_Model):
         perf = cls()
         status = getattr(plan.status, "value", plan.status)
         for item in results:
-            task = item.get("compute_task") or {}
+            task: dict[str, Any] = item.get("compute_task") or {}
             perf.compute_plan_key.append(plan.key)
             perf.compute_plan_tag.append(plan.tag)
             perf.compute_plan_status.append(status)
             perf.compute_plan_start_date.append(plan.start_date)
             perf.compute_plan_end_date.append(plan.end_date)
             perf.compute_plan_metadata.append(dict(plan.metadata))
-            perf.worker.append(task.get("worker"))
-            perf.task_key.append(task.get("key"))
+            perf.worker.append(cast(str, task.get("worker")))  # as the server sent it (None if missing)
+            perf.task_key.append(cast(str, task.get("key")))
             perf.task_rank.append(task.get("rank"))
             perf.round_idx.append(_int_or_none(task.get("round_idx")))
-            perf.identifier.append(item.get("identifier"))
+            perf.identifier.append(cast(str, item.get("identifier")))
             value = item.get("perf")
             perf.performance.append(float(value) if value is not None else None)
         return perf

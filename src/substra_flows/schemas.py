@@ -12,14 +12,16 @@ import enum
 import heapq
 import pathlib
 import re
+import sys
 import uuid
+import warnings
 from collections.abc import Mapping
 from typing import Any, Optional, TypeVar
 
 import pydantic
 from pydantic import ConfigDict, Field
 
-from substra_flows.exceptions import KeyFormatError, SpecValidationError
+from substra_flows.exceptions import KeyFormatError, SpecRuleError, SpecValidationError, UnknownSpecKeysWarning
 
 __all__ = [
     "AssetKind",
@@ -71,6 +73,15 @@ _INPUT_KINDS = {AssetKind.data_sample, AssetKind.data_manager, AssetKind.model}
 _OUTPUT_KINDS = {AssetKind.model, AssetKind.performance}
 
 
+class ServerRule(ValueError):
+    """Raised by validators that check what the server itself refuses with a 400: the spec error
+    then becomes a :class:`~substra_flows.exceptions.SpecRuleError` (an ``InvalidRequest``)."""
+
+
+#: pydantic error types that mirror a server-side 400 (names, tags and ids of the wrong length)
+_SERVER_RULE_TYPES = frozenset({"string_too_long", "string_too_short"})
+
+
 # --------------------------------------------------------------------------------------------
 # Keys
 # --------------------------------------------------------------------------------------------
@@ -105,7 +116,7 @@ def _uuid_field(value: Any) -> str:
     try:
         return check_key(value)
     except KeyFormatError:
-        raise ValueError("must be a UUID string, e.g. str(uuid.uuid4())") from None
+        raise ServerRule("must be a UUID string, e.g. str(uuid.uuid4())") from None
 
 
 def _optional_uuid_field(value: Any) -> Any:
@@ -119,11 +130,11 @@ def _check_metadata(value: Optional[dict[str, str]]) -> Optional[dict[str, str]]
         return value
     for k, v in value.items():
         if "__" in k:
-            raise ValueError(f"metadata key {k!r} contains '__', which the server reserves; use '_'")
+            raise ServerRule(f"metadata key {k!r} contains '__', which the server reserves; use '_'")
         if not k:
-            raise ValueError("metadata keys must not be empty")
+            raise ServerRule("metadata keys must not be empty")
         if len(k) > MAX_NAME_LENGTH or len(v) > MAX_NAME_LENGTH:
-            raise ValueError(f"metadata key {k!r}: keys and values are limited to {MAX_NAME_LENGTH} characters")
+            raise ServerRule(f"metadata key {k!r}: keys and values are limited to {MAX_NAME_LENGTH} characters")
     return value
 
 
@@ -142,46 +153,122 @@ def _existing_file(value: pathlib.Path) -> pathlib.Path:
 
 
 class _Spec(pydantic.BaseModel):
-    """Base of every spec: unknown fields are refused so typos surface immediately."""
+    """Base of every spec. Unknown fields are refused here; :func:`build_spec` drops them with a
+    warning first (as the SDK ignores them), unless the client is ``strict``."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
 
     def __str__(self) -> str:
         return self.model_dump_json(indent=2, by_alias=True)
 
 
-def build_spec(spec_class: type[SpecT], data: Any, *, what: str | None = None) -> SpecT:
-    """Accept a spec instance or a dict and return a validated spec.
+_MAX_PASSES = 6  # unknown keys hidden behind other errors surface pass after pass; bounded anyway
 
-    pydantic errors become one :class:`SpecValidationError` listing every bad field path
-    with its value, e.g. ``ComputePlanSpec.tasks.0.task_id='x': must be a UUID``.
+
+def build_spec(spec_class: type[SpecT], data: Any, *, what: str | None = None, strict: bool = False) -> SpecT:
+    """Accept a spec instance, a dict, or another library's spec (e.g. ``substra.sdk.schemas``)
+    and return a validated spec.
+
+    Keys the spec does not define are dropped with one :class:`UnknownSpecKeysWarning` naming
+    them (``strict=True``: refused instead). pydantic errors become one
+    :class:`SpecValidationError` listing every bad field path with its value, e.g.
+    ``ComputePlanSpec.tasks.0.task_id='x': must be a UUID``; a :class:`SpecRuleError` (also an
+    ``InvalidRequest``) when every problem is one the server would refuse with a 400.
     """
     name = what or spec_class.__name__
-    if isinstance(data, spec_class):
-        # re-validate: the object may have been mutated after construction
-        data = data.model_dump(by_alias=False, exclude_unset=True)
-    elif isinstance(data, pydantic.BaseModel):
+    if isinstance(data, pydantic.BaseModel):
+        # re-validate our own specs too: the object may have been mutated after construction
         data = data.model_dump(by_alias=False, exclude_unset=True)
     if not isinstance(data, Mapping):
         raise SpecValidationError.for_field(name, data, f"expected a dict or a {spec_class.__name__}")
-    try:
-        return spec_class.model_validate(dict(data))
-    except pydantic.ValidationError as err:
-        raise spec_error(name, err) from None
+    data = dict(data)
+    dropped: list[str] = []
+    plain = False
+    for _ in range(_MAX_PASSES):
+        try:
+            spec = spec_class.model_validate(data)
+            break
+        except pydantic.ValidationError as err:
+            if not plain:  # nested models of other libraries become dicts (a copy: the caller's data is kept)
+                data, plain = _plain(data), True
+                continue
+            unknown = [e["loc"] for e in err.errors(include_url=False) if e["type"] == "extra_forbidden"]
+            if strict or not unknown:
+                _warn_dropped(name, dropped)
+                raise spec_error(name, err, strict=strict) from None
+            for loc in unknown:
+                _drop(data, loc)
+            dropped.extend(".".join(str(p) for p in loc) for loc in unknown)
+    else:
+        raise SpecValidationError.for_field(name, data, "could not be validated (unknown keys kept appearing)")
+    _warn_dropped(name, dropped)
+    return spec
 
 
-def spec_error(name: str, err: pydantic.ValidationError) -> SpecValidationError:
+def _warn_dropped(name: str, dropped: list[str]) -> None:
+    """The one warning naming every key :func:`build_spec` dropped (nothing when none was)."""
+    if dropped:
+        warnings.warn(
+            f"{name}: ignored key(s) {', '.join(repr(d) for d in dropped)}, which the spec does not define "
+            "(the official SDK ignores them too); the client setting strict=True refuses them",
+            UnknownSpecKeysWarning,
+            stacklevel=_caller_stacklevel(),
+        )
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every pydantic model turned into a dict and containers copied."""
+    if isinstance(value, pydantic.BaseModel):
+        return _plain(value.model_dump(by_alias=False, exclude_unset=True))
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _drop(data: Any, loc: tuple[int | str, ...]) -> None:
+    """Delete the key at path ``loc`` (as pydantic reports it) from nested dicts and lists."""
+    target = data
+    for part in loc[:-1]:
+        try:
+            target = target[part]
+        except (KeyError, IndexError, TypeError):
+            return
+    if isinstance(target, dict):
+        target.pop(loc[-1], None)
+
+
+def _caller_stacklevel() -> int:
+    """stacklevel that points a warning at the first frame outside substra_flows (the user's call)."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("substra_flows"):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
+
+
+def spec_error(name: str, err: pydantic.ValidationError, *, strict: bool = False) -> SpecValidationError:
     """Translate a pydantic ValidationError into our error, keeping field paths and values."""
     errors = []
     lines = []
+    server_rules = 0
     for item in err.errors(include_url=False):
         field = ".".join(str(p) for p in item["loc"]) or "(spec)"
         value = item.get("input")
         message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key" + (" (strict=True refuses keys the spec does not define)" if strict else "")
+        cause = (item.get("ctx") or {}).get("error")
+        if item["type"] in _SERVER_RULE_TYPES or isinstance(cause, ServerRule):
+            server_rules += 1
         errors.append({"field": field, "value": value, "message": message})
         shown = "(missing)" if item["type"] == "missing" else _short(value)
         lines.append(f"{name}.{field}={shown}: {message}")
     text = "invalid spec: " + "; ".join(lines)
+    if errors and server_rules == len(errors):
+        return SpecRuleError(text, errors=errors)
     return SpecValidationError(text, errors=errors)
 
 
@@ -513,8 +600,8 @@ class _BaseComputePlanSpec(_Spec):
         ids = [t.task_id for t in value]
         duplicates = sorted(i for i, n in collections.Counter(ids).items() if n > 1)
         if duplicates:
-            raise ValueError(f"task_id used by several tasks: {duplicates}")
-        order_tasks_parents_first(value)  # raises ValueError on a cycle
+            raise ServerRule(f"task_id used by several tasks: {duplicates}")
+        order_tasks_parents_first(value)  # raises ServerRule on a cycle
         return value
 
     def task_specs(self) -> list[TaskSpec]:
@@ -558,15 +645,15 @@ TaskLike = TypeVar("TaskLike", ComputePlanTaskSpec, TaskSpec)
 def order_tasks_parents_first(tasks: list[TaskLike]) -> list[TaskLike]:
     """Stable topological sort: every task after the parents it references in ``tasks``.
 
-    Parents not in ``tasks`` are assumed to exist already on the server. Raises ValueError
-    naming the tasks caught in a cycle.
+    Parents not in ``tasks`` are assumed to exist already on the server. Raises ServerRule (a
+    ValueError) naming the tasks caught in a cycle.
     """
     keys = [t.task_id if isinstance(t, ComputePlanTaskSpec) else t.key for t in tasks]
     by_key = dict(zip(keys, tasks, strict=True))
     parents_of = [t.parent_keys() for t in tasks]  # once per task: plans run to thousands of tasks
     self_loops = [k for k, parents in zip(keys, parents_of, strict=True) if k in parents]
     if self_loops:
-        raise ValueError(f"task(s) {self_loops} use their own output as input")
+        raise ServerRule(f"task(s) {self_loops} use their own output as input")
     pending_parents = {k: {p for p in parents if p in by_key} for k, parents in zip(keys, parents_of, strict=True)}
     children: dict[str, list[str]] = {k: [] for k in by_key}
     for k, parents in pending_parents.items():
@@ -585,5 +672,5 @@ def order_tasks_parents_first(tasks: list[TaskLike]) -> list[TaskLike]:
                 heapq.heappush(heap, (position[child], child))
     if len(ordered) != len(tasks):
         stuck = sorted(k for k, ps in pending_parents.items() if ps)
-        raise ValueError(f"dependency cycle between tasks {stuck}")
+        raise ServerRule(f"dependency cycle between tasks {stuck}")
     return [by_key[k] for k in ordered]

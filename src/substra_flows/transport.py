@@ -77,6 +77,27 @@ class Safety(str, Enum):
 FileSpec = tuple[str, IO[bytes], str]
 
 
+class RawBody:
+    """A response body as bytes (for parsers that read JSON themselves, e.g. pydantic's
+    ``validate_json``), with the transport's own decoding, and its errors, on demand."""
+
+    def __init__(self, content: bytes, response: requests.Response, transport: Transport) -> None:
+        self.content = content
+        self.content_type = response.headers.get("Content-Type", "")
+        #: "METHOD /path/" of the request, for error messages
+        self.where = f"{response.request.method} {_path(response.url)}"
+        self._response = response
+        self._transport = transport
+
+    def json(self) -> Any:
+        """The decoded JSON (None for an empty body); InvalidResponse when it is not JSON."""
+        return self._transport._decode_json(self.content, self._response)
+
+
+#: turns a response body into a value, raising InvalidResponse when it cannot
+BodyParser = Callable[[RawBody], T]
+
+
 class Transport:
     """Sends requests to one Substra organization and turns failures into our exceptions."""
 
@@ -252,11 +273,28 @@ class Transport:
         """Send a request and return its body as text (capped like JSON bodies)."""
         return self.call(method, url, self._read_text, **kwargs)
 
-    def list_all(self, url: str, params: Mapping[str, Any] | None = None) -> list[Any]:
+    def request_parsed(self, method: str, url: str, parse: BodyParser[T], **kwargs: Any) -> T:
+        """Send a request and return ``parse(body bytes, content type)``. Parsing happens inside the
+        retry loop, so a body the parser reports as garbled (cut in transit) is fetched again."""
+
+        def read(response: requests.Response) -> T:
+            return parse(RawBody(self._read_capped(response), response, self))
+
+        return self.call(method, url, read, **kwargs)
+
+    def list_all(
+        self,
+        url: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        parse_page: BodyParser[tuple[list[Any], str | None]] | None = None,
+    ) -> list[Any]:
         """GET every page of a paginated route and concatenate ``results``.
 
         ``next`` links already carry every query parameter, so they are followed as given
-        (re-sending ``params`` would duplicate them).
+        (re-sending ``params`` would duplicate them). ``parse_page`` turns a page's body into its
+        items and ``next`` link (e.g. models validated straight from the bytes), checking its shape
+        itself; without it, items are the decoded JSON objects.
         """
         items: list[Any] = []
         seen: set[str] = set()
@@ -265,18 +303,22 @@ class Transport:
         for _ in range(_MAX_PAGES):
             if next_url is None:
                 return items
-            page = self.request_json("GET", next_url, params=next_params)
-            if isinstance(page, list):  # a non-paginated route: accept it as a single page
-                items.extend(page)
-                return items
-            if not isinstance(page, dict) or not isinstance(page.get("results"), list):
-                raise exc.InvalidResponse(
-                    f"GET {_path(next_url)}: expected a page with 'results', got {type(page).__name__}",
-                    method="GET",
-                    url=_path(next_url),
-                )
-            items.extend(page["results"])
-            link = page.get("next")
+            if parse_page is not None:
+                results, link = self.request_parsed("GET", next_url, parse_page, params=next_params)
+                items.extend(results)
+            else:
+                page = self.request_json("GET", next_url, params=next_params)
+                if isinstance(page, list):  # a non-paginated route: accept it as a single page
+                    items.extend(page)
+                    return items
+                if not isinstance(page, dict) or not isinstance(page.get("results"), list):
+                    raise exc.InvalidResponse(
+                        f"GET {_path(next_url)}: expected a page with 'results', got {type(page).__name__}",
+                        method="GET",
+                        url=_path(next_url),
+                    )
+                items.extend(page["results"])
+                link = page.get("next")
             if not link:
                 return items
             next_url, next_params = self.rebase(link), None
@@ -446,7 +488,10 @@ class Transport:
 
     def _read_json(self, response: requests.Response) -> Any:
         """Parse a JSON body, refusing bodies larger than ``max_json_bytes``."""
-        raw = self._read_capped(response)
+        return self._decode_json(self._read_capped(response), response)
+
+    def _decode_json(self, raw: bytes, response: requests.Response) -> Any:
+        """Decode a body already read (None when empty), or raise InvalidResponse naming the route."""
         if not raw.strip():
             return None
         try:

@@ -49,7 +49,10 @@ def dag(dag_test: Path) -> Iterator[Any]:
 def test_the_dag_under_mixed_faults_ends_with_the_fault_free_assets(
     dag: Any, dag_test: Path, tmp_path: Path, campaign_report: list[str]
 ) -> None:
-    (result,) = run_face("airflow", airflow_pipeline(dag), [MIXED], [SEED], SETTINGS, tmp_path, progress=lambda _: None)
+    # the tests' opt-ins (tests/recording.py): model export on, since the DAG's promote step downloads the model
+    (result,) = run_face(
+        "airflow", airflow_pipeline(dag), [MIXED], [SEED], SETTINGS, tmp_path, lambda _: None, TEST_NODE_OPTIONS
+    )
     expected = result.expected  # the fault-free run of the same DAG, on a node of its own
     assert expected["datasets"] == 2 and expected["functions"] == 4 and expected["plans"] == 1
     campaign_report.extend(format_table([result], SETTINGS).splitlines())

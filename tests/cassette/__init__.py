@@ -67,7 +67,11 @@ def _check_whole_module_selected(request: pytest.FixtureRequest) -> None:
     assets (server-chosen keys) that the new setup no longer creates."""
     module = request.module
     defined = {name for name, value in vars(module).items() if name.startswith("test_") and callable(value)}
-    selected = {item.name for item in request.session.items if getattr(item, "module", None) is module}
+    selected = {
+        getattr(item, "originalname", item.name)  # parametrized tests count once, by their function name
+        for item in request.session.items
+        if getattr(item, "module", None) is module
+    }
     if selected != defined:
         pytest.fail(
             f"re-record {request.path.name} as a whole (not {len(selected)} of its {len(defined)} tests): "

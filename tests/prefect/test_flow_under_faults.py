@@ -18,6 +18,7 @@ import pytest
 from benchmarks.fault_campaign import MIXED, CampaignSettings, format_table
 from benchmarks.fault_campaign_faces import prefect_pipeline, run_face
 from tests.faults.checks import assert_guarantees_held
+from tests.recording import TEST_NODE_OPTIONS
 
 pytestmark = pytest.mark.live
 
@@ -28,7 +29,10 @@ SEED = int(os.environ.get("SUBSTRA_FLOWS_CAMPAIGN_SEED", "1"))
 def test_the_flow_under_mixed_faults_ends_with_the_fault_free_assets(
     tmp_path: Path, campaign_report: list[str]
 ) -> None:
-    (result,) = run_face("prefect", prefect_pipeline(), [MIXED], [SEED], SETTINGS, tmp_path, progress=lambda _: None)
+    # the tests' opt-ins (tests/recording.py): model export on, since the flow's promote step downloads the model
+    (result,) = run_face(
+        "prefect", prefect_pipeline(), [MIXED], [SEED], SETTINGS, tmp_path, lambda _: None, TEST_NODE_OPTIONS
+    )
     expected = result.expected  # the fault-free run of the same flow, on a node of its own
     assert expected["datasets"] == 2 and expected["functions"] == 4 and expected["plans"] == 1
     campaign_report.extend(format_table([result], SETTINGS).splitlines())

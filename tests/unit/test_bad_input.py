@@ -76,13 +76,17 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
     )
 
 
-def fake_client() -> tuple[SubstraClient, FakeAdapter]:
-    """A token client (no login request) over a fresh fake server; sleeps are not slept."""
+def fake_client(strict: bool = True) -> tuple[SubstraClient, FakeAdapter]:
+    """A token client (no login request) over a fresh fake server; sleeps are not slept.
+
+    ``strict`` by default: the properties below check that every bad field, typos included, is
+    refused; the lenient default (unknown keys dropped with a warning) has its own test.
+    """
     adapter = FakeAdapter()
     MiniServer(adapter)
     session = requests.Session()
     session.mount("http://", adapter)
-    client = SubstraClient(url=BASE, token=TOKEN, session=session, max_attempts=1)
+    client = SubstraClient(url=BASE, token=TOKEN, session=session, max_attempts=1, strict=strict)
     client.transport.sleep = lambda _: None
     return client, adapter
 
@@ -275,9 +279,12 @@ def non_string_metadata_value(where: str = "metadata") -> Mutation:
     return mutate
 
 
+UNKNOWN_FIELDS = ["nme", "permission", "compute_plan_name", "tasks_list", "data_openner"]
+
+
 def unknown_field(draw: st.DrawFn, spec: dict[str, Any], files: Files) -> Broken:
-    """A typo'd field name is refused, not silently dropped."""
-    name = draw(st.sampled_from(["nme", "permission", "compute_plan_name", "tasks_list", "data_openner"]))
+    """A typo'd field name is refused under strict=True, not silently dropped."""
+    name = draw(st.sampled_from(UNKNOWN_FIELDS))
     spec[name] = "x"
     return Broken(name, "'x'")
 

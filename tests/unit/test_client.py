@@ -246,6 +246,37 @@ def test_add_dataset_multipart(client, adapter, tmp_path):
     assert b"No description given" in multipart_file(body, "description")
 
 
+def _dataset_with_type(tmp_path) -> dict:
+    """A dataset spec as the SDK 1.0 documentation writes it, with its ``type`` key."""
+    opener = tmp_path / "opener.py"
+    opener.write_text("print('opener')\n")
+    return {"name": "MNIST", "type": "csv", "data_opener": opener, "permissions": PUBLIC, "logs_permission": PUBLIC}
+
+
+def test_add_dataset_drops_the_sdk_type_key_with_one_warning(client, adapter, tmp_path):
+    adapter.route("POST", r"/data_manager/", lambda c, m: (201, {"key": "ds-key"}, {}))
+    with pytest.warns(exc.UnknownSpecKeysWarning) as caught:
+        assert client.add_dataset(_dataset_with_type(tmp_path)) == "ds-key"
+    assert [str(w.message).split(":")[0] for w in caught] == ["DatasetSpec"]
+    assert "'type'" in str(caught[0].message)
+    assert "type" not in multipart_json(adapter.calls[-1].body)
+
+
+def test_add_dataset_refuses_the_type_key_under_strict(make_client, adapter, tmp_path):
+    adapter.route("POST", r"/data_manager/", lambda c, m: (201, {"key": "ds-key"}, {}))
+    client = make_client(strict=True)
+    with pytest.raises(exc.SpecValidationError) as raised:
+        client.add_dataset(_dataset_with_type(tmp_path))
+    assert raised.value.field == "type" and "'csv'" in str(raised.value)
+    assert adapter.calls == []
+
+
+def test_strict_is_a_setting_like_the_others(make_client, monkeypatch):
+    monkeypatch.setenv("SUBSTRA_ORG1_STRICT", "true")
+    assert make_client(client_name="org1").settings.strict is True
+    assert make_client().settings.strict is False
+
+
 def test_add_data_sample_zips_folder(client, adapter, tmp_path):
     ds = k()
     folder = tmp_path / "sample1"
@@ -630,3 +661,27 @@ def test_token_is_used_verbatim(client, adapter, server):
     server.tasks[key] = task_body(key, k())
     client.get_task(key)
     assert adapter.calls[-1].headers["Authorization"] == f"Token {TOKEN}"
+
+
+def test_listing_pauses_the_cyclic_gc_only_while_parsing_and_restores_it(client, adapter):
+    import gc
+
+    plan = k()
+    seen: list[bool] = []
+    page = {"count": 1, "next": None, "results": [task_body(k(), plan)]}
+    adapter.route("GET", r"/task/", lambda c, m: (200, page, {}))
+    assert gc.isenabled()
+    assert len(client.list_task()) == 1
+    seen.append(gc.isenabled())
+    adapter.route("GET", r"/task/", lambda c, m: (200, {"count": 1, "next": None, "results": [{"key": 3}]}, {}))
+    with pytest.raises(exc.InvalidResponse):
+        client.list_task()
+    seen.append(gc.isenabled())
+    gc.disable()
+    try:
+        adapter.route("GET", r"/task/", lambda c, m: (200, {"count": 0, "next": None, "results": []}, {}))
+        client.list_task()
+        seen.append(gc.isenabled())
+    finally:
+        gc.enable()
+    assert seen == [True, True, False]  # back on after a parse and after a failed one; left off if it was off

@@ -39,3 +39,18 @@ def test_core_modules_import_only_allowed_third_parties():
             if len(words) >= 2 and words[0] in ("import", "from") and not line.startswith((" ", "\t")):
                 top = words[1].split(".")[0]
                 assert top in stdlib or top in allowed or top == "__future__", f"{name} imports {top}"
+
+
+def test_every_public_name_resolves_lazily_to_its_module():
+    """``substra_flows.X`` is loaded on first use; each name of ``__all__`` must resolve to the real object."""
+    code = (
+        "import json, substra_flows, sys; "
+        "names = {n: f'{type(getattr(substra_flows, n)).__name__}' for n in substra_flows.__all__}; "
+        "print(json.dumps([names, substra_flows.SubstraClient is sys.modules['substra_flows.client'].SubstraClient]))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    names, same = json.loads(result.stdout.strip().splitlines()[-1])
+    assert same is True
+    assert names["exceptions"] == names["models"] == "module"
+    assert names["SubstraClient"] == "type" and names["ComputeTaskStatus"] == "EnumType"

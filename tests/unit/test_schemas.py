@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import pydantic
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -74,10 +75,84 @@ def test_missing_and_wrong_type_fields_are_named():
     assert field_errors(info.value) == {"tag": 12}
 
 
-def test_unknown_fields_are_refused():
+def test_unknown_fields_are_refused_when_strict():
     with pytest.raises(exc.SpecValidationError) as info:
-        build_spec(schemas.ComputePlanSpec, {"name": "p", "nmae": "typo"})
+        build_spec(schemas.ComputePlanSpec, {"name": "p", "nmae": "typo"}, strict=True)
     assert info.value.field == "nmae"
+    assert "unknown key" in str(info.value) and "strict=True" in str(info.value)
+
+
+def test_unknown_fields_are_dropped_with_one_warning_naming_them():
+    task = {"task_id": k(), "function_key": k(), "worker": "org", "priority": "high"}
+    with pytest.warns(exc.UnknownSpecKeysWarning) as caught:
+        spec = build_spec(schemas.ComputePlanSpec, {"name": "p", "nmae": "typo", "tasks": [task]})
+    assert len(caught) == 1
+    text = str(caught[0].message)
+    assert "'nmae'" in text and "'tasks.0.priority'" in text and "strict=True" in text
+    assert caught[0].filename == __file__  # points at the caller, not at substra_flows
+    assert spec.name == "p" and "priority" not in spec.tasks[0].model_dump()
+    assert task["priority"] == "high"  # the caller's dict is not mutated
+
+
+def test_unknown_fields_dropped_still_report_the_real_errors():
+    with pytest.warns(exc.UnknownSpecKeysWarning), pytest.raises(exc.SpecValidationError) as info:
+        build_spec(schemas.ComputePlanSpec, {"nmae": "typo"})
+    assert info.value.field == "name" and "(missing)" in str(info.value)
+
+
+def test_specs_of_another_library_are_accepted_nested_and_unknown_keys_dropped():
+    class ForeignInput(pydantic.BaseModel):  # e.g. substra.sdk.schemas.FunctionInputSpec (extra="ignore")
+        identifier: str
+        kind: str
+        optional: bool
+        multiple: bool
+        comment: str = ""
+
+    foreign = ForeignInput(identifier="model", kind="ASSET_MODEL", optional=True, multiple=False, comment="x")
+    data = {"name": "f", "description": __file__, "file": __file__, "permissions": PUBLIC, "inputs": [foreign]}
+    with pytest.warns(exc.UnknownSpecKeysWarning, match="'inputs.0.comment'"):
+        spec = build_spec(schemas.FunctionSpec, data)
+    assert spec.inputs[0].identifier == "model" and spec.inputs[0].kind is schemas.AssetKind.model
+
+
+# -- errors the SDK reports as InvalidRequest ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"name": "p", "metadata": {"a__b": "c"}},
+        {"name": "p", "metadata": {"k": "v" * 101}},
+        {"name": "n" * 101},
+        {"name": "p", "tasks": [{"task_id": "not-a-uuid", "function_key": str(uuid.UUID(int=1)), "worker": "o"}]},
+    ],
+    ids=["metadata key with __", "metadata value too long", "name too long", "task id not a UUID"],
+)
+def test_rules_the_server_enforces_are_invalid_requests_too(data):
+    with pytest.raises(exc.InvalidRequest) as info:
+        build_spec(schemas.ComputePlanSpec, data)
+    assert isinstance(info.value, exc.SpecRuleError) and isinstance(info.value, exc.SpecValidationError)
+    assert isinstance(info.value, ValueError)
+    assert info.value.errors and info.value.errors[0]["field"]  # the field list survives the double base
+
+
+def test_a_task_cycle_is_an_invalid_request():
+    a, b, fn = k(), k(), k()
+
+    def task(key: str, parent: str) -> dict:
+        ref = {"identifier": "model", "parent_task_key": parent, "parent_task_output_identifier": "model"}
+        return {"task_id": key, "function_key": fn, "worker": "o", "inputs": [ref]}
+
+    with pytest.raises(exc.InvalidRequest, match="dependency cycle"):
+        build_spec(schemas.ComputePlanSpec, {"name": "p", "tasks": [task(a, b), task(b, a)]})
+
+
+def test_shape_errors_are_not_invalid_requests():
+    """A missing or mistyped field: the SDK's own pydantic refuses it (a ValueError), nothing is sent."""
+    for data in ({}, {"name": 3}, {"name": "p", "metadata": {"a__b": "c"}, "tag": ["x"]}):
+        with pytest.raises(exc.SpecValidationError) as info:
+            build_spec(schemas.ComputePlanSpec, data)
+        assert not isinstance(info.value, exc.InvalidRequest), data
 
 
 def test_spec_error_is_a_value_error_and_substra_error():

@@ -16,19 +16,23 @@ import requests
 from substra_flows import exceptions as exc
 from substra_flows import models
 from substra_flows.client.filters import format_filters, format_ordering
+from substra_flows.client.pages import ModelT, one_parser, page_parser, parse_model
 from substra_flows.config import ClientSettings, resolve_settings
-from substra_flows.schemas import check_key
+from substra_flows.schemas import SpecT, build_spec, check_key
 from substra_flows.transport import Safety, Transport
 
 logger = logging.getLogger("substra_flows")
 
 
-ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
 _ClientT = TypeVar("_ClientT", bound="ClientCore")
 
 
 class ClientCore:
     """State and plumbing of one client; the resource parts (datasets, functions, plans...) build on it."""
+
+    #: the response model classes answers are parsed into (``substra_flows.models``; the compat
+    #: client swaps in the official SDK's models)
+    _models: Any = models
 
     def __init__(
         self,
@@ -49,6 +53,7 @@ class ClientCore:
         backoff_max: float | None = None,
         page_size: int | None = None,
         max_json_bytes: int | None = None,
+        strict: bool | None = None,
         session: requests.Session | None = None,
     ) -> None:
         if backend_type not in (None, "remote") and getattr(backend_type, "value", None) != "remote":
@@ -72,6 +77,7 @@ class ClientCore:
                 "backoff_max": backoff_max,
                 "page_size": page_size,
                 "max_json_bytes": max_json_bytes,
+                "strict": strict,
             },
         )
         if not settings.url:
@@ -233,23 +239,21 @@ class ClientCore:
 
     def organization_info(self) -> models.OrganizationInfo:
         """``GET /info/``: who and what this organization is."""
-        body = self._transport.request_json("GET", self._transport.url("info"))
-        return models.OrganizationInfo.model_validate(body)
+        parse = one_parser(self._models.OrganizationInfo, "GET /info/")
+        return self._transport.request_parsed("GET", self._transport.url("info"), parse)
 
     def list_organization(self, *args: Any, **kwargs: Any) -> list[models.Organization]:
         """``GET /organization/`` (a plain list, not paginated)."""
-        body = self._transport.request_json("GET", self._transport.url("organization"))
-        items = body.get("results", []) if isinstance(body, dict) else body or []
-        return [models.Organization.model_validate(item) for item in items]
+        parse = page_parser(self._models.Organization, "GET /organization/")
+        return self._transport.list_all(self._transport.url("organization"), parse_page=parse)
 
     # -- getters and lists (shared by every resource) ------------------------------------------
 
     def _get(self, route: str, key: str, model: type[ModelT]) -> ModelT:
         """GET one asset by key and parse it."""
         key = check_key(key, "key")
-        body = self._transport.request_json("GET", self._transport.url(route, key), key=key)
-        return _parse(model, body, f"GET /{route}/{key}/")
-
+        parse = one_parser(model, f"GET /{route}/{key}/")
+        return self._transport.request_parsed("GET", self._transport.url(route, key), parse, key=key)
 
     def _list(
         self,
@@ -264,8 +268,9 @@ class ClientCore:
         params = format_filters(route, filters)
         params.update(format_ordering(route, order_by, ascending))
         params["page_size"] = str(self._page_size(page_size))
-        items = self._transport.list_all(self._transport.url(route), params=params)
-        return [_parse(model, item, f"GET /{route}/") for item in items]
+        return self._transport.list_all(
+            self._transport.url(route), params=params, parse_page=page_parser(model, f"GET /{route}/")
+        )
 
     def _page_size(self, page_size: int | None) -> int:
         """Validated page size (1..10000), defaulting to the client setting."""
@@ -274,6 +279,9 @@ class ClientCore:
             raise exc.SpecValidationError.for_field("page_size", page_size, "must be an integer in 1..10000")
         return size
 
+    def _spec(self, spec_class: type[SpecT], data: Any) -> SpecT:
+        """Validated spec, with this client's ``strict`` setting for unknown keys."""
+        return build_spec(spec_class, data, strict=self.settings.strict)
 
     # -- updates ---------------------------------------------------------------------------------
 
@@ -285,7 +293,6 @@ class ClientCore:
         )
 
 
-
 def _key_of(body: Any, where: str) -> str:
     """The ``key`` of a creation answer (the only field worth trusting there)."""
     if isinstance(body, list) and len(body) == 1:
@@ -295,12 +302,4 @@ def _key_of(body: Any, where: str) -> str:
     raise exc.InvalidResponse(f"{where}: the answer has no 'key'")
 
 
-def _parse(model: type[ModelT], body: Any, where: str) -> ModelT:
-    """Validate a server object, turning a mismatch into InvalidResponse."""
-    try:
-        return model.model_validate(body)
-    except pydantic.ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}" for e in error.errors(include_url=False)[:5]
-        )
-        raise exc.InvalidResponse(f"{where}: unexpected {model.__name__} shape: {problems}") from None
+_parse = parse_model

@@ -15,7 +15,7 @@ from typing import Any, Union
 from substra_flows import exceptions as exc
 from substra_flows import models, schemas
 from substra_flows.client._core import ClientCore, _key_of
-from substra_flows.schemas import build_spec, check_key
+from substra_flows.schemas import check_key
 from substra_flows.transport import Safety
 
 logger = logging.getLogger("substra_flows")
@@ -26,7 +26,6 @@ This dataset was registered without a description file.
 """
 
 
-
 class DatasetMethods(ClientCore):
     """Datasets and data samples."""
 
@@ -34,7 +33,7 @@ class DatasetMethods(ClientCore):
 
     def add_dataset(self, data: Union[dict, schemas.DatasetSpec]) -> str:
         """Register a dataset (opener + description); return its key (server-chosen)."""
-        spec = build_spec(schemas.DatasetSpec, data)
+        spec = self._spec(schemas.DatasetSpec, data)
         with contextlib.ExitStack() as stack:
             opener = stack.enter_context(spec.data_opener.open("rb"))
             files: dict[str, Any] = {"data_opener": (spec.data_opener.name, opener, "text/x-python")}
@@ -55,7 +54,7 @@ class DatasetMethods(ClientCore):
 
     def add_data_sample(self, data: Union[dict, schemas.DataSampleSpec], local: bool = True) -> str:
         """Register one sample folder (``path``); return its key."""
-        spec = build_spec(schemas.DataSampleSpec, data)
+        spec = self._spec(schemas.DataSampleSpec, data)
         if spec.paths:
             raise exc.SpecValidationError.for_field("paths", spec.paths, "use add_data_samples for several folders")
         return self._add_samples(spec, local)[0]
@@ -65,7 +64,7 @@ class DatasetMethods(ClientCore):
 
         The server does not promise to return keys in the order of ``paths``.
         """
-        spec = build_spec(schemas.DataSampleSpec, data)
+        spec = self._spec(schemas.DataSampleSpec, data)
         if spec.path is not None:
             raise exc.SpecValidationError.for_field("path", spec.path, "use add_data_sample for one folder")
         return self._add_samples(spec, local)
@@ -128,15 +127,15 @@ class DatasetMethods(ClientCore):
 
     def update_dataset(self, key: str, name: str) -> None:
         """Rename a dataset (applied asynchronously by the server)."""
-        self._update("data_manager", key, build_spec(schemas.UpdateDatasetSpec, {"name": name}))
+        self._update("data_manager", key, self._spec(schemas.UpdateDatasetSpec, {"name": name}))
 
     def get_dataset(self, key: str) -> models.Dataset:
         """``GET /data_manager/{key}/``."""
-        return self._get("data_manager", key, models.Dataset)
+        return self._get("data_manager", key, self._models.Dataset)
 
     def get_data_sample(self, key: str) -> models.DataSample:
         """``GET /data_sample/{key}/``."""
-        return self._get("data_sample", key, models.DataSample)
+        return self._get("data_sample", key, self._models.DataSample)
 
 
     def list_dataset(
@@ -148,7 +147,7 @@ class DatasetMethods(ClientCore):
         page_size: int | None = None,
     ) -> list[models.Dataset]:
         """List datasets (filters: key, name, owner, data_sample_key)."""
-        return self._list("data_manager", models.Dataset, filters, order_by, ascending, page_size)
+        return self._list("data_manager", self._models.Dataset, filters, order_by, ascending, page_size)
 
     def list_data_sample(
         self,
@@ -159,8 +158,7 @@ class DatasetMethods(ClientCore):
         page_size: int | None = None,
     ) -> list[models.DataSample]:
         """List data samples (filters: key, owner, dataset_key)."""
-        return self._list("data_sample", models.DataSample, filters, order_by, ascending, page_size)
-
+        return self._list("data_sample", self._models.DataSample, filters, order_by, ascending, page_size)
 
 
 def zip_folder(folder: pathlib.Path, followlinks: bool = False, field: str = "path") -> io.BytesIO:

@@ -6,7 +6,6 @@ import os
 import pathlib
 
 from substra_flows import exceptions as exc
-from substra_flows import models
 from substra_flows.client.datasets import DatasetMethods
 from substra_flows.client.results import ResultMethods
 from substra_flows.schemas import check_key
@@ -44,7 +43,7 @@ class DownloadMethods(ResultMethods, DatasetMethods):
     def download_model_from_task(self, task_key: str, identifier: str, folder: str | os.PathLike[str]) -> pathlib.Path:
         """Save the model a task produced under ``identifier``."""
         output = self.get_task_output_asset(task_key, identifier)
-        if not isinstance(output.asset, models.Model):
+        if not isinstance(output.asset, self._models.Model):
             raise exc.SpecValidationError.for_field(
                 "identifier", identifier, f"output of task {task_key} is a {output.kind}, not a model"
             )

@@ -11,7 +11,6 @@ from typing import Union
 from substra_flows import exceptions as exc
 from substra_flows import models, schemas
 from substra_flows.client._core import ClientCore, _key_of
-from substra_flows.schemas import build_spec
 from substra_flows.transport import Safety
 
 
@@ -22,7 +21,7 @@ class FunctionMethods(ClientCore):
 
     def add_function(self, data: Union[dict, schemas.FunctionSpec]) -> str:
         """Register a function (archive with a Dockerfile + description); return its key."""
-        spec = build_spec(schemas.FunctionSpec, data)
+        spec = self._spec(schemas.FunctionSpec, data)
         if not (zipfile.is_zipfile(spec.file) or _is_tarfile(spec.file)):
             raise exc.LoadDataException.for_field("file", str(spec.file), "is neither a zip nor a tar archive")
         with spec.file.open("rb") as archive, spec.description.open("rb") as desc:
@@ -41,11 +40,11 @@ class FunctionMethods(ClientCore):
 
     def update_function(self, key: str, name: str) -> None:
         """Rename a function."""
-        self._update("function", key, build_spec(schemas.UpdateFunctionSpec, {"name": name}))
+        self._update("function", key, self._spec(schemas.UpdateFunctionSpec, {"name": name}))
 
     def get_function(self, key: str) -> models.Function:
         """``GET /function/{key}/``."""
-        return self._get("function", key, models.Function)
+        return self._get("function", key, self._models.Function)
 
 
     def list_function(
@@ -57,8 +56,7 @@ class FunctionMethods(ClientCore):
         page_size: int | None = None,
     ) -> list[models.Function]:
         """List functions (filters: key, name, owner, compute_plan_key)."""
-        return self._list("function", models.Function, filters, order_by, ascending, page_size)
-
+        return self._list("function", self._models.Function, filters, order_by, ascending, page_size)
 
 
 def _is_tarfile(path: pathlib.Path) -> bool:

@@ -11,7 +11,7 @@ from typing import Union
 from substra_flows import exceptions as exc
 from substra_flows import models, schemas, waiting
 from substra_flows.client._core import ClientCore, _parse
-from substra_flows.schemas import build_spec, check_key
+from substra_flows.schemas import check_key
 from substra_flows.transport import Safety, is_ambiguous
 
 logger = logging.getLogger("substra_flows")
@@ -78,7 +78,7 @@ class PlanMethods(ClientCore):
         "Existing" means answered 409 and confirmed present, which includes a retry of this
         very call whose first answer was lost.
         """
-        spec = build_spec(schemas.ComputePlanSpec, data)
+        spec = self._spec(schemas.ComputePlanSpec, data)
         tasks = spec.task_specs()
         batches = make_batches(tasks, auto_batching, batch_size)
         plan, created = self._create_plan(spec)
@@ -102,7 +102,7 @@ class PlanMethods(ClientCore):
             tasks = {"key": key, "tasks": tasks}
         elif isinstance(tasks, Mapping):
             tasks = {**tasks, "key": key}
-        spec = build_spec(schemas.UpdateComputePlanTasksSpec, tasks)
+        spec = self._spec(schemas.UpdateComputePlanTasksSpec, tasks)
         if spec.key != key:
             raise exc.SpecValidationError.for_field("tasks.key", spec.key, f"differs from the plan key {key}")
         batches = make_batches(spec.task_specs(), auto_batching, batch_size)
@@ -115,7 +115,7 @@ class PlanMethods(ClientCore):
         With ``compute_plan_key`` the task joins that plan. Without, a plan named after the task
         is created first, with a key derived from the task key (so a rerun reuses it).
         """
-        spec = build_spec(schemas.TaskSpec, data)
+        spec = self._spec(schemas.TaskSpec, data)
         if spec.compute_plan_key is None:
             plan_spec = schemas.ComputePlanSpec(key=implicit_plan_key(spec.key), name=spec.key)
             self._create_plan(plan_spec)
@@ -125,7 +125,7 @@ class PlanMethods(ClientCore):
 
     def update_compute_plan(self, key: str, name: str) -> None:
         """Rename a compute plan."""
-        self._update("compute_plan", key, build_spec(schemas.UpdateComputePlanSpec, {"name": name}))
+        self._update("compute_plan", key, self._spec(schemas.UpdateComputePlanSpec, {"name": name}))
 
     def cancel_compute_plan(self, key: str) -> None:
         """Cancel a plan. Idempotent: a plan already canceled counts as success.
@@ -182,7 +182,7 @@ class PlanMethods(ClientCore):
                 safety=Safety.SAFE,
                 key=spec.key,
             )
-            return _parse(models.ComputePlan, body, "POST /compute_plan/"), True
+            return _parse(self._models.ComputePlan, body, "POST /compute_plan/"), True
         except exc.AlreadyExists:
             plan = self.get_compute_plan(spec.key)
             if plan.name != spec.name:
@@ -243,7 +243,7 @@ class PlanMethods(ClientCore):
                 self._transport.url("task"),
                 params={"compute_plan_key": plan_key, "key": ",".join(chunk), "page_size": len(chunk)},
             )
-            found.update(item.get("key") for item in items if isinstance(item, dict))
+            found.update(item["key"] for item in items if isinstance(item, dict) and isinstance(item.get("key"), str))
         missing = [k for k in keys if k not in found]
         if missing:
             raise exc.AlreadyExists(
@@ -260,15 +260,15 @@ class PlanMethods(ClientCore):
 
     def get_compute_plan(self, key: str) -> models.ComputePlan:
         """``GET /compute_plan/{key}/``."""
-        return self._get("compute_plan", key, models.ComputePlan)
+        return self._get("compute_plan", key, self._models.ComputePlan)
 
     def get_task(self, key: str) -> models.Task:
         """``GET /task/{key}/``."""
-        return self._get("task", key, models.Task)
+        return self._get("task", key, self._models.Task)
 
     def get_model(self, key: str) -> models.Model:
         """``GET /model/{key}/``."""
-        return self._get("model", key, models.Model)
+        return self._get("model", key, self._models.Model)
 
 
     def list_compute_plan(
@@ -280,7 +280,7 @@ class PlanMethods(ClientCore):
         page_size: int | None = None,
     ) -> list[models.ComputePlan]:
         """List compute plans (filters: key, name, owner, tag, status, function_key, creator, metadata)."""
-        return self._list("compute_plan", models.ComputePlan, filters, order_by, ascending, page_size)
+        return self._list("compute_plan", self._models.ComputePlan, filters, order_by, ascending, page_size)
 
     def list_task(
         self,
@@ -292,7 +292,7 @@ class PlanMethods(ClientCore):
     ) -> list[models.Task]:
         """List tasks (filters: key, owner, worker, rank, tag, status, compute_plan_key,
         function_key, metadata)."""
-        return self._list("task", models.Task, filters, order_by, ascending, page_size)
+        return self._list("task", self._models.Task, filters, order_by, ascending, page_size)
 
     def list_model(
         self,
@@ -303,5 +303,5 @@ class PlanMethods(ClientCore):
         page_size: int | None = None,
     ) -> list[models.Model]:
         """List models (filters: key, owner, compute_task_key)."""
-        return self._list("model", models.Model, filters, order_by, ascending, page_size)
+        return self._list("model", self._models.Model, filters, order_by, ascending, page_size)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from substra_flows import exceptions as exc
 from substra_flows import models
-from substra_flows.client._core import _parse
+from substra_flows.client.pages import page_parser
 from substra_flows.client.waits import WaitMethods
 from substra_flows.schemas import check_key
 
@@ -17,10 +17,11 @@ class ResultMethods(WaitMethods):
     def list_task_input_assets(self, key: str) -> list[models.InputAsset]:
         """Inputs of a task (datasets, samples, models)."""
         key = check_key(key, "key")
-        items = self._transport.list_all(
-            self._transport.url("task", key, "input_assets"), params={"page_size": str(self._page_size(None))}
+        return self._transport.list_all(
+            self._transport.url("task", key, "input_assets"),
+            params={"page_size": str(self._page_size(None))},
+            parse_page=page_parser(self._models.InputAsset, f"GET /task/{key}/input_assets/"),
         )
-        return [_parse(models.InputAsset, item, f"GET /task/{key}/input_assets/") for item in items]
 
     def list_task_output_assets(self, key: str, *, wait_completion: bool = False) -> list[models.OutputAsset]:
         """Outputs of a task (models; performances as floats)."""
@@ -47,8 +48,11 @@ class ResultMethods(WaitMethods):
         params = {"page_size": str(self._page_size(None))}
         if identifier is not None:
             params["identifier"] = identifier
-        items = self._transport.list_all(self._transport.url("task", key, "output_assets"), params=params)
-        outputs = [_parse(models.OutputAsset, item, f"GET /task/{key}/output_assets/") for item in items]
+        outputs: list[models.OutputAsset] = self._transport.list_all(
+            self._transport.url("task", key, "output_assets"),
+            params=params,
+            parse_page=page_parser(self._models.OutputAsset, f"GET /task/{key}/output_assets/"),
+        )
         if identifier is not None:
             outputs = [o for o in outputs if o.identifier == identifier]
         return outputs

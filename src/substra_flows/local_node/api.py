@@ -844,7 +844,7 @@ class NodeApi:
         key = str(uuid.uuid4())
         archive_path = self._store_upload(archive, "function", key, "function.tar.gz")
         description_path = self._store_upload(description, "function", key, "description.md")
-        record = {
+        record: dict[str, Any] = {
             "key": key,
             "name": name,
             "owner": org.organization_id,
@@ -984,7 +984,7 @@ class NodeApi:
             )
         body = await self._body(request)
         key = body.get("key")
-        if not is_uuid(key):
+        if not isinstance(key, str) or not is_uuid(key):
             raise ServerCrash(f"ValidationError: {key!r} is not a valid UUID")
         name = body.get("name")
         if not isinstance(name, str) or not name.strip() or len(name) > MAX_METADATA_LEN:

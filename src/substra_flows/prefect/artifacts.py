@@ -186,10 +186,10 @@ class WaitReporter:
         try:
             if self.artifact_id is None:
                 self.artifact_id = create_progress_artifact(  # type: ignore[assignment]
-                    progress=self._percent(progress), key=self.artifact_key, description=progress.describe(), _sync=True
+                    progress=self._percent(progress), key=self.artifact_key, description=progress.describe(), _sync=True  # type: ignore[call-arg]
                 )
             else:
-                update_progress_artifact(
+                update_progress_artifact(  # type: ignore[call-arg]
                     self.artifact_id, progress=self._percent(progress), description=progress.describe(), _sync=True
                 )
         except Exception as error:  # a dashboard hiccup must not end a long wait

@@ -137,7 +137,7 @@ def resolve_credentials(credentials: CredentialsLike) -> SubstraCredentials:
     if isinstance(credentials, SubstraCredentials):
         return credentials
     if isinstance(credentials, str):
-        return SubstraCredentials.load(credentials, _sync=True)  # type: ignore[call-arg]
+        return SubstraCredentials.load(credentials, _sync=True)  # type: ignore[call-arg,return-value]
     raise TypeError(
         f"credentials must be a SubstraCredentials block or the name of a saved one, not {type(credentials).__name__}"
     )

@@ -11,6 +11,7 @@ plan, so that a retry can pick it up.
 """
 
 import asyncio
+import uuid
 from collections.abc import Mapping
 from typing import Any, Optional, Union
 
@@ -128,7 +129,7 @@ def _flow_run_is_cancelling(flow_run_id: Optional[str]) -> bool:
         return False
     try:
         with get_client(sync_client=True) as client:
-            state = client.read_flow_run(flow_run_id).state
+            state = client.read_flow_run(uuid.UUID(str(flow_run_id))).state
     except Exception:  # unknown means "not asked": a crash must not cancel the plan
         return False
     return bool(state and (state.is_cancelling() or state.is_cancelled()))
@@ -162,7 +163,7 @@ def _credentials_from_parameter(value: Any) -> Optional[SubstraCredentials]:
             {"block_document_id": value["_block_document_id"]} if value.get("_block_document_id") else None
         )
         if ref:
-            return SubstraCredentials.load_from_ref(ref, _sync=True)  # type: ignore[call-arg]
+            return SubstraCredentials.load_from_ref(ref, _sync=True)  # type: ignore[call-arg,return-value]
     return None
 
 

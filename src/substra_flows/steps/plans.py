@@ -121,8 +121,10 @@ def prepare_compute_plan(
     *,
     compute_plan_key: str | None = None,
     attempt: int = 1,
+    strict: bool = False,
 ) -> tuple[schemas.ComputePlanSpec, dict[str, str]]:
     """Validate a plan spec and give it deterministic keys for one attempt of its run; no request is sent.
+    Unknown keys are dropped with a warning, or refused with ``strict`` (as the client's setting of that name).
 
     - Plan key: the run key (:func:`resolve_compute_plan_key`) for attempt 1, else
       :func:`~substra_flows.steps.attempts.attempt_key` of it; the metadata records both
@@ -145,7 +147,7 @@ def prepare_compute_plan(
     if plan_key is not None and isinstance(tasks, list):
         _derive_task_keys(plan_key, tasks, names, rekey_uuids=attempt > 1)
     try:
-        spec = build_spec(schemas.ComputePlanSpec, raw)
+        spec = build_spec(schemas.ComputePlanSpec, raw, strict=strict)
     except exc.SpecValidationError as error:
         raise _with_task_names(error, names) from None
     return spec, names
@@ -238,12 +240,13 @@ def submit_compute_plan(
     """
     check_batch_size(batch_size)
     check_on_failed(on_failed)
-    spec, _ = prepare_compute_plan(compute_plan, run_identity, compute_plan_key=compute_plan_key)
-    run_key = str(spec.metadata[RUN_METADATA])
+    strict = bool(getattr(getattr(client, "settings", None), "strict", False))
+    spec, _ = prepare_compute_plan(compute_plan, run_identity, compute_plan_key=compute_plan_key, strict=strict)
+    run_key = str((spec.metadata or {})[RUN_METADATA])  # prepare_compute_plan always sets it
     attempt = choose_attempt(client, run_key, on_failed)
     if attempt.number > 1:
         spec, _ = prepare_compute_plan(
-            compute_plan, run_identity, compute_plan_key=compute_plan_key, attempt=attempt.number
+            compute_plan, run_identity, compute_plan_key=compute_plan_key, attempt=attempt.number, strict=strict
         )
     created = attempt.plan is None and _create_plan(client, spec)
     tasks = list(spec.tasks or [])
