@@ -282,6 +282,9 @@ class FakeTI:
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcom[key] = value
 
+    def xcom_pull(self, task_ids: Any = None, key: str = "return_value") -> Any:
+        return self.xcom.get(key)
+
     def get_first_reschedule_date(self, context: Any) -> Any:
         return self.first_reschedule_date
 

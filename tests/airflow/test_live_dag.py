@@ -18,7 +18,11 @@ import pendulum
 import pytest
 
 from airflow_provider.hooks.substra import SubstraHook
-from airflow_provider.operators.substra import SubstraAddComputePlanOperator, SubstraGetPerformancesOperator
+from airflow_provider.operators.substra import (
+    SubstraAddComputePlanOperator,
+    SubstraGetPerformancesOperator,
+    derive_compute_plan_key,
+)
 from airflow_provider.sensors.substra import SubstraComputePlanSensor, SubstraTaskSensor
 from airflow_provider.triggers.substra import SubstraComputePlanTrigger
 from examples import assets
@@ -142,6 +146,19 @@ def test_example_dag_deferrable(
     printed = captured.out + captured.err
     assert "Deferring the wait for compute plan" in printed  # the operator's own log lines were captured
     assert_no_secret(live["node"], repr(xcoms), printed)
+    key = xcoms[("add_compute_plan", "return_value")]
+    # the link at submission, once; then the wait's progress (first look, changes, end), not a line per poll
+    url = xcoms[("add_compute_plan", "compute_plan_url")]
+    assert printed.count(f"Compute plan {key} (attempt 1) created") == 1
+    assert (
+        f"(attempt 1) created, {len(xcoms[('build_plan', 'return_value')]['tasks'])} task(s) added now: {url}"
+        in printed
+    )
+    progress = [line for line in printed.splitlines() if f"compute plan {key}: PLAN_STATUS_" in line]
+    assert len(progress) >= 2 and "PLAN_STATUS_DONE" in progress[-1] and "tasks done" in progress[-1]
+    assert "url from code" not in printed
+    for name in ("retraining dataset org-1", "retraining train"):  # a creation is told once, by the operator
+        assert sum(name in line and ("created" in line or "found" in line) for line in printed.splitlines()) <= 1, name
 
 
 def small_plan(client: SubstraClient, tmp_path: Path, org_ids: list[str], *, tasks: int, name: str) -> dict[str, Any]:
@@ -280,3 +297,76 @@ def test_hook_test_connection_against_the_node(live: dict[str, Any]) -> None:
     ok, message = SubstraHook("substra_org2").test_connection()
     assert ok and message.startswith("Connected to Substra organization MyOrg2MSP")
     assert_no_secret(live["node"], message)
+
+
+def cancel_once_running(client: SubstraClient, key: str) -> threading.Thread:
+    """Cancel the plan from outside (as a person in the Substra web app would) once a task of it is done."""
+
+    def cancel() -> None:
+        wait_until(lambda: _plan_exists(client, key) and client.get_compute_plan(key).done_count >= 1, timeout=120)
+        steps.cancel_compute_plan(client, key)
+
+    thread = threading.Thread(target=cancel, daemon=True)
+    thread.start()
+    return thread
+
+
+def _plan_exists(client: SubstraClient, key: str) -> bool:
+    return bool(client.list_compute_plan(filters={"key": [key]}))
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["blocking", "deferrable"])
+def test_a_rerun_of_a_dag_run_whose_plan_was_canceled_runs_attempt_2(
+    live: dict[str, Any], client1: SubstraClient, tmp_path: Path, deferrable: bool
+) -> None:
+    from airflow.sdk import DAG
+
+    org_ids = [o.organization_id for o in live["node"].organizations]
+    plan = small_plan(client1, tmp_path, org_ids, tasks=25, name="airflow live attempts")
+    dag_id = f"substra_live_attempts_{'deferrable' if deferrable else 'blocking'}"
+    with DAG(dag_id=dag_id, schedule=None, start_date=DAY_1, catchup=False) as dag:
+        SubstraAddComputePlanOperator(
+            task_id="submit",
+            substra_conn_id="substra_org1",
+            compute_plan=plan,
+            deferrable=deferrable,
+            polling_period_seconds=0.2,
+            retries=0,
+        )
+    sync_dag(dag)
+    run_after = RUN_AFTER + dt.timedelta(days=30 if deferrable else 31)
+
+    def run() -> Any:
+        return dag.test(logical_date=DAY_1, run_after=run_after)
+
+    run_id = f"manual__{run_after.isoformat()}"  # the run dag.test makes (and clears to repeat it)
+    run_key = derive_compute_plan_key(dag_id, run_id, "submit")
+    canceller = cancel_once_running(client1, run_key)
+    first = run()
+    canceller.join(120)
+    assert first.run_id == run_id
+    assert task_states(first) == {"submit": "failed"}
+    assert client1.get_compute_plan(run_key).status.value == "PLAN_STATUS_CANCELED"
+
+    second = run()  # the same DAG run, cleared and run again (what a Clear does)
+    assert task_states(second) == {"submit": "success"}, task_states(second)
+    attempt_2 = steps.attempt_key(run_key, 2)
+    assert xcoms_of(second)[("submit", "return_value")] == attempt_2
+    assert xcoms_of(second)[("submit", "compute_plan_url")].endswith(f"/compute_plan/{attempt_2}/")
+    assert client1.get_compute_plan(attempt_2).status.value == "PLAN_STATUS_DONE"
+    owned = client1.list_compute_plan(
+        filters={"metadata": [{"key": steps.RUN_METADATA, "type": "is", "value": run_key}]}
+    )
+    assert sorted(p.key for p in owned) == sorted([run_key, attempt_2])
+
+    third = run()  # a rerun after DONE: no new plan
+    assert task_states(third) == {"submit": "success"}
+    assert xcoms_of(third)[("submit", "return_value")] == attempt_2
+    assert (
+        len(
+            client1.list_compute_plan(
+                filters={"metadata": [{"key": steps.RUN_METADATA, "type": "is", "value": run_key}]}
+            )
+        )
+        == 2
+    )

@@ -384,3 +384,13 @@ def test_a_blocking_wait_logs_its_progress_and_the_link_at_submission(
     assert "elapsed" in lines[-1]
     url = f"https://substra-frontend.invalid/compute_plans/{derived_key()}/tasks"
     assert f"(attempt 1) created, 1 task(s) added now: {url}" in printed.out + printed.err
+
+
+def test_execute_complete_without_kwargs_uses_the_key_this_try_pushed(
+    fake_substra: FakeSubstra, context: dict[str, Any]
+) -> None:
+    """``dag.test()`` resumes with the event only: the attempt's key then comes from this try's XCom."""
+    second = attempt_key(derived_key(), 2)
+    context["ti"].xcom["compute_plan_key"] = second
+    done = {"kind": "compute_plan", "key": second, "status": "success", "message": "done"}
+    assert plan_operator(deferrable=True).execute_complete(context, done) == second

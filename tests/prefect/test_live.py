@@ -252,3 +252,100 @@ def test_the_retraining_flow_for_three_days(node_credentials, clients, tmp_path:
     for run_id, outcome in days:
         assert token not in everything_stored(run_id)
         assert token not in json.dumps(outcome)
+
+
+def _cancel_when_running(client: SubstraClient, key: str) -> Any:
+    """Cancel the plan from outside Prefect once one of its tasks is done (a person in the web app)."""
+    import threading
+
+    def cancel() -> None:
+        _wait_status(client, key, {"PLAN_STATUS_DOING"}, timeout=60)
+        deadline = time.monotonic() + 60
+        while client.get_compute_plan(key).done_count < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        client.cancel_compute_plan(key)
+
+    thread = threading.Thread(target=cancel, daemon=True)
+    thread.start()
+    return thread
+
+
+def _owned(client: SubstraClient, run_key: str) -> list[tuple[str, str, str]]:
+    from substra_flows import steps
+
+    plans = client.list_compute_plan(
+        filters={"metadata": [{"key": steps.RUN_METADATA, "type": "is", "value": run_key}]}
+    )
+    return sorted((p.key, p.metadata[steps.ATTEMPT_METADATA], p.status.value) for p in plans)
+
+
+def test_a_rerun_of_a_day_whose_plan_was_canceled_runs_attempt_2(world, node_credentials, clients):
+    from substra_flows import steps
+    from tests.prefect._helpers import run_logs
+
+    run_key = str(uuid.uuid4())  # "the day": a key of the caller's, as the example derives from pipeline and day
+    spec = sleep_spec(f"prefect live attempts {run_key[:8]}", world, length=4, key=run_key)
+    canceller = _cancel_when_running(clients[0], run_key)
+    first = run_compute_plan(node_credentials[0], spec, polling_period=POLL, return_state=True)
+    canceller.join(60)
+    assert first.is_failed() and isinstance(first.result(raise_on_failure=False), exc.FutureFailureError)
+    assert _owned(clients[0], run_key) == [(run_key, "1", "PLAN_STATUS_CANCELED")]
+
+    second = run_compute_plan(node_credentials[0], spec, polling_period=POLL, return_state=True)
+    result = second.result()
+    attempt_2 = steps.attempt_key(run_key, 2)
+    assert (result["compute_plan_key"], result["attempt"], result["created"], result["status"]) == (
+        attempt_2,
+        2,
+        True,
+        "PLAN_STATUS_DONE",
+    )
+    assert _owned(clients[0], run_key) == sorted(
+        [(run_key, "1", "PLAN_STATUS_CANCELED"), (attempt_2, "2", "PLAN_STATUS_DONE")]
+    )
+    run_id = second.state_details.flow_run_id
+    messages = [log.message for log in run_logs(run_id)]
+    assert any(
+        m.startswith(f"compute plan {attempt_2} (attempt 2) submitted") and f"/compute_plan/{attempt_2}/" in m
+        for m in messages
+    )
+    assert any(m.startswith(f"compute plan {attempt_2}: PLAN_STATUS_DONE, 4/4 tasks done") for m in messages)
+    progress = artifacts_by_key(run_id)["substra-progress"]
+    assert progress.data == 100.0 and "4/4 tasks done" in progress.description
+    assert node_credentials[0].token.get_secret_value() not in everything_stored(run_id)
+
+    third = run_compute_plan(node_credentials[0], spec, polling_period=POLL, return_state=True).result()
+    assert (third["compute_plan_key"], third["created"]) == (attempt_2, False)
+    assert len(_owned(clients[0], run_key)) == 2
+
+
+def test_a_retry_of_the_users_flow_waits_for_the_same_plan_or_the_next_attempt(world, node_credentials, clients):
+    """The subflow of a retried flow run is a new flow run: the plan must still be found (named by the call)."""
+    from prefect import flow
+
+    from substra_flows import steps
+
+    name = f"prefect live retry {uuid.uuid4().hex[:8]}"
+    keys: list[str] = []
+
+    @flow(retries=1, retry_delay_seconds=0)
+    def nightly() -> dict[str, Any]:
+        run_key = steps.derive_key("prefect", str(current_flow_run.get_id()), "run_compute_plan-0")
+        keys.append(run_key)
+        if len(keys) == 1:
+            canceller = _cancel_when_running(clients[0], run_key)
+            try:
+                return run_compute_plan(node_credentials[0], sleep_spec(name, world, length=4), polling_period=POLL)
+            finally:
+                canceller.join(60)
+        return run_compute_plan(node_credentials[0], sleep_spec(name, world, length=4), polling_period=POLL)
+
+    state = nightly(return_state=True)
+    result = state.result()
+    assert keys[0] == keys[1]  # the same parent flow run, the same call
+    assert (result["attempt"], result["status"]) == (2, "PLAN_STATUS_DONE")
+    assert _owned(clients[0], keys[0]) == sorted(
+        [(keys[0], "1", "PLAN_STATUS_CANCELED"), (steps.attempt_key(keys[0], 2), "2", "PLAN_STATUS_DONE")]
+    )
+    parent = artifacts_by_key(state.state_details.flow_run_id)
+    assert "PLAN_STATUS_DONE" in parent["substra-summary"].data and "substra-performances" in parent

@@ -16,21 +16,10 @@ from substra_flows import exceptions as exc
 from substra_flows.steps import attempt_key, derive_key, derive_task_key
 
 from ._fakes import FakeAdapter, MiniServer, plan_body
+from .test_steps_plans import FUNCTION, _chain
 
-FUNCTION = "17f98afc-2b82-4ce9-b232-1a471633d020"
-DATASET = "d7dc4a5b-e81f-4f3f-b94c-5e2bbaca15cd"
 RUN = ("dag", "2024-05-01T00:00:00", "submit")
 RUN_KEY = derive_key(*RUN)
-
-
-def _chain(n: int) -> list[dict[str, Any]]:
-    tasks = []
-    for i in range(n):
-        inputs: list[dict[str, Any]] = [{"identifier": "opener", "asset_key": DATASET}]
-        if i:
-            inputs.append({"identifier": "model", "parent_task_key": f"t{i - 1}", "parent_task_output_identifier": "m"})
-        tasks.append({"task_id": f"t{i}", "function_key": FUNCTION, "worker": "MyOrg1MSP", "inputs": inputs})
-    return tasks
 
 
 SPEC = {"name": "nightly", "tasks": _chain(3)}

@@ -19,7 +19,7 @@ from airflow.sdk import BaseOperator, conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider.hooks.substra import DEFAULT_CONN_ID, SubstraHook
-from airflow_provider.links.substra import SubstraComputePlanLink
+from airflow_provider.links.substra import KEY_XCOM_KEY, SubstraComputePlanLink
 from airflow_provider.triggers.substra import (
     CANCELED,
     COMPUTE_PLAN,
@@ -469,13 +469,20 @@ class SubstraAddComputePlanOperator(SubstraBaseOperator):
             timeout=None if self.timeout is None else dt.timedelta(seconds=self.timeout + DEFERRAL_GRACE_SECONDS),
         )
 
+    def _deferred_key(self, context: Context) -> str:
+        """The key of the attempt this try deferred on, when the resume did not bring it (``dag.test()``
+        replaces the deferral's kwargs by the event): the key this try pushed to XCom, else the run key."""
+        ti = context["ti"]
+        pushed = ti.xcom_pull(task_ids=ti.task_id, key=KEY_XCOM_KEY) if hasattr(ti, "xcom_pull") else None
+        return str(pushed) if pushed else self.plan_spec(context)["key"]
+
     def _log_progress(self, progress: Any) -> None:
         """Log a progress report of the wait (the wait decides when there is one)."""
         self.log.info("%s", progress.describe())
 
     def execute_complete(self, context: Context, event: Any = None, compute_plan_key: str | None = None) -> str:
         """Resume after the trigger fired: check that the event is about the plan deferred on, and that it succeeded."""
-        key = compute_plan_key or self.plan_spec(context)["key"]
+        key = compute_plan_key or self._deferred_key(context)
         try:
             payload = check_event(event, kind=COMPUTE_PLAN, key=key)
         except ValueError as error:

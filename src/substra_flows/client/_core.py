@@ -88,7 +88,10 @@ class ClientCore:
         self.client_name = client_name
         self.settings: ClientSettings = settings
         self._origins = origins
-        logger.info("substra client for %s (url from %s)", settings.url, origins["url"])
+        # a URL passed in code is the caller's to report (the Airflow hook names its connection); one found in
+        # the environment or a file is worth saying
+        log = logger.debug if origins["url"] == "code" else logger.info
+        log("substra client for %s (url from %s)", settings.url, origins["url"])
         self._transport = Transport(
             settings.url,
             token=settings.secret("token"),

@@ -191,7 +191,7 @@ class Client(SubstraClient, substra.Client):
         polling_period: float = 2.0,
         raise_on_failure: bool = True,
         not_found_grace: float = waiting.NOT_FOUND_GRACE,
-        on_progress: Callable[[waiting.Progress], Any] | None = None,
+        on_progress: waiting.ProgressCallback | None = None,
     ) -> Any:
         """As ``substra.Client.wait_task``."""
         return super().wait_task(
@@ -211,7 +211,7 @@ class Client(SubstraClient, substra.Client):
         polling_period: float = 2.0,
         raise_on_failure: bool = True,
         not_found_grace: float = waiting.NOT_FOUND_GRACE,
-        on_progress: Callable[[waiting.Progress], Any] | None = None,
+        on_progress: waiting.ProgressCallback | None = None,
     ) -> Any:
         """As ``substra.Client.wait_compute_plan``."""
         return super().wait_compute_plan(
@@ -231,7 +231,7 @@ class Client(SubstraClient, substra.Client):
         polling_period: float = 1.0,
         raise_on_failure: bool = True,
         not_found_grace: float = waiting.NOT_FOUND_GRACE,
-        on_progress: Callable[[waiting.Progress], Any] | None = None,
+        on_progress: waiting.ProgressCallback | None = None,
     ) -> Any:
         """As ``substra.Client.wait_function``."""
         return super().wait_function(

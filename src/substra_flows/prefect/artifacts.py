@@ -185,8 +185,8 @@ class WaitReporter:
             return
         try:
             if self.artifact_id is None:
-                self.artifact_id = create_progress_artifact(  # type: ignore[assignment]
-                    progress=self._percent(progress), key=self.artifact_key, description=progress.describe(), _sync=True  # type: ignore[call-arg]
+                self.artifact_id = create_progress_artifact(  # type: ignore[call-arg,assignment]
+                    progress=self._percent(progress), key=self.artifact_key, description=progress.describe(), _sync=True
                 )
             else:
                 update_progress_artifact(  # type: ignore[call-arg]

@@ -36,7 +36,7 @@ class SubstraCredentials(Block):
         ```python
         from substra_flows.prefect import SubstraCredentials
 
-        credentials = SubstraCredentials.load("org-1")
+        credentials = SubstraCredentials.load("BLOCK_NAME")
         with credentials.get_client() as client:
             print(client.organization_info().organization_id)
         ```

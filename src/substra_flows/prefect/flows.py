@@ -11,6 +11,7 @@ plan, so that a retry can pick it up.
 """
 
 import asyncio
+import functools
 import uuid
 from collections.abc import Mapping
 from typing import Any, Optional, Union
@@ -268,6 +269,9 @@ def run_compute_plan(
         key, link = submitted["compute_plan_key"], submitted["link"]
         _RUNNING[run_id] = (block, key)
         artifacts.create_plan_link_artifact(link, key, key_prefix=prefix, also_on_flow_run=caller)
+        summary = functools.partial(
+            artifacts.create_summary_artifact, key, link=link, name=name, key_prefix=prefix, also_on_flow_run=caller
+        )
         try:
             plan = wait_compute_plan(
                 block,
@@ -277,36 +281,18 @@ def run_compute_plan(
                 progress_artifact_key=artifacts.artifact_key(prefix, "progress"),
             )
         except exc.FutureFailureError as failure:
-            artifacts.create_summary_artifact(
-                key,
-                status=str(failure.status),
-                link=link,
-                name=name,
-                failure=failure,
-                key_prefix=prefix,
-                also_on_flow_run=caller,
-            )
+            summary(status=str(failure.status), failure=failure)
             raise
         except exc.FutureTimeoutError as late:
             note = f"Still `{late.status}` after {late.timeout:g}s."
             if cancel_on_timeout:
                 cancelled = _cancel_quietly(block, key, f"not done after {late.timeout:g}s", logger)
                 note += " Cancelled." if cancelled else ""
-            artifacts.create_summary_artifact(
-                key,
-                status=str(late.status),
-                link=link,
-                name=name,
-                note=note,
-                key_prefix=prefix,
-                also_on_flow_run=caller,
-            )
+            summary(status=str(late.status), note=note)
             raise
         rows = get_performances(block, key)
         artifacts.create_performance_artifact(rows, key, key_prefix=prefix, also_on_flow_run=caller)
-        artifacts.create_summary_artifact(
-            key, status=str(plan["status"]), link=link, name=name, rows=rows, key_prefix=prefix, also_on_flow_run=caller
-        )
+        summary(status=str(plan["status"]), rows=rows)
         logger.info("compute plan %s done: %d performance(s)", key, len(rows))
         return {
             "compute_plan_key": key,

@@ -283,7 +283,7 @@ def register_dataset(
     found = find_dataset(client, name, fingerprint, owner)
     if found is not None:
         dataset_key, created = str(found.key), False
-        logger.info("dataset %r found by fingerprint: %s", name, dataset_key)
+        logger.debug("dataset %r found by fingerprint: %s", name, dataset_key)
     else:
         dataset_key = _create_or_find(
             f"dataset {name!r}",
@@ -291,7 +291,7 @@ def register_dataset(
             lambda: find_dataset(client, name, fingerprint, owner),
         )
         created = True
-        logger.info("dataset %r created: %s", name, dataset_key)
+        logger.debug("dataset %r created: %s", name, dataset_key)
     all_keys, new_keys = sync_samples(
         client, dataset_key, folders, hashes, local=local, batch_size=batch_size, ledger_dir=ledger_dir
     )
@@ -561,14 +561,14 @@ def register_function(
         owner = my_organization(client)
         found = find_function(client, name, fingerprint, owner)
         if found is not None:
-            logger.info("function %r found by fingerprint: %s", name, found.key)
+            logger.debug("function %r found by fingerprint: %s", name, found.key)
             return RegisteredFunction(function_key=str(found.key), created=False)
         key = _create_or_find(
             f"function {name!r}",
             lambda: client.add_function(spec),
             lambda: find_function(client, name, fingerprint, owner),
         )
-        logger.info("function %r created: %s", name, key)
+        logger.debug("function %r created: %s", name, key)
         return RegisteredFunction(function_key=key, created=True)
 
 

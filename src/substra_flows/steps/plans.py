@@ -242,7 +242,7 @@ def submit_compute_plan(
     check_on_failed(on_failed)
     strict = bool(getattr(getattr(client, "settings", None), "strict", False))
     spec, _ = prepare_compute_plan(compute_plan, run_identity, compute_plan_key=compute_plan_key, strict=strict)
-    run_key = str((spec.metadata or {})[RUN_METADATA])  # prepare_compute_plan always sets it
+    run_key = str((spec.metadata or {})[RUN_METADATA])
     attempt = choose_attempt(client, run_key, on_failed)
     if attempt.number > 1:
         spec, _ = prepare_compute_plan(
@@ -254,7 +254,7 @@ def submit_compute_plan(
     missing = [t for t in tasks if t.task_id not in existing]
     if missing:
         client.add_compute_plan_tasks(spec.key, missing, batch_size=batch_size)
-    logger.info(
+    logger.debug(  # the faces report the outcome once, with the plan's link
         "compute plan %s (attempt %d of run %s) %s: %d task(s) added, %d already registered",
         spec.key,
         attempt.number,
@@ -483,7 +483,7 @@ def cancel_compute_plan(client: Any, compute_plan_key: str) -> bool:
     compute_plan_key = check_key(compute_plan_key, "compute_plan_key")
     status = waiting.status_of(client.get_compute_plan(compute_plan_key))
     if status in _FINAL_PLAN_STATUSES:
-        logger.info("compute plan %s is already final (%s): nothing to cancel", compute_plan_key, status)
+        logger.debug("compute plan %s is already final (%s): nothing to cancel", compute_plan_key, status)
         return False
     try:
         client.cancel_compute_plan(compute_plan_key)
@@ -493,7 +493,7 @@ def cancel_compute_plan(client: Any, compute_plan_key: str) -> bool:
             raise
         logger.info("compute plan %s: cancel answered %s, but the plan is %s", compute_plan_key, error, status)
         return status == models.ComputePlanStatus.canceled.value
-    logger.info("compute plan %s canceled", compute_plan_key)
+    logger.debug("compute plan %s canceled", compute_plan_key)
     return True
 
 
