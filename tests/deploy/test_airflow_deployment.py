@@ -120,6 +120,16 @@ def test_marking_the_deferred_task_failed_cancels_its_plan(
         run_id = state["cancelled"] = airflow.trigger(CANCELLED_DS, "deploy-mark-failed")
         assert airflow.wait_task_state(run_id, {"deferred", "failed", "success"}) == "deferred"
         [plan] = wait_for("the run's plan", lambda: plans_for(substra, CANCELLED_DS), 60)
+        # a user marks a task that is waiting in the triggerer; in the second between the deferral and
+        # the triggerer's pick-up no code of ours runs (the README says so)
+        try_number = airflow.task_instance(run_id)["try_number"]
+        wait_for(
+            "the trigger to run in the triggerer",
+            lambda: "starting" in airflow.trigger_log(run_id, try_number),
+            120,
+            1,
+            airflow.services,
+        )
         airflow.mark(run_id, PLAN_TASK, "failed")
         wait_plan_status(substra, plan.key, "PLAN_STATUS_CANCELED", timeout=60)
     finally:
