@@ -41,6 +41,15 @@ def _conn_fields() -> dict[str, dict[str, Any]]:
         "max_attempts": field("Max attempts", "integer", "Attempts per call on transient errors.", 6),
         "backoff": field("Backoff (s)", "number", "First retry delay, doubled at each attempt (with jitter).", 1),
         "backoff_max": field("Max backoff (s)", "number", "Upper bound of a retry delay.", 30),
+        "total_timeout": field(
+            "Total timeout (s)",
+            "number",
+            "Seconds one HTTP exchange may last in all, connect and every read (0: socket timeouts only).",
+            600,
+        ),
+        "max_download_bytes": field(
+            "Max download (bytes)", "integer", "Largest file a download may write (0: no limit).", 8 * 1024**3
+        ),
     }
 
 

@@ -53,6 +53,8 @@ def test_extras_are_parsed_from_json_values_text_and_prefixed_names() -> None:
         "max_attempts": "3",
         "backoff": 0.5,
         "backoff_max": "",
+        "total_timeout": "45",
+        "max_download_bytes": "1048576",
         "frontend_url": "https://front.example.org/",
     }
     conn = make_conn(host="https://x.example.org", password="tok-123456", extra=extra)
@@ -66,6 +68,8 @@ def test_extras_are_parsed_from_json_values_text_and_prefixed_names() -> None:
         "retry_timeout": 60.5,
         "max_attempts": 3,
         "backoff": 0.5,
+        "total_timeout": 45.0,
+        "max_download_bytes": 1048576,
     }
 
 

@@ -52,6 +52,8 @@ def test_provider_info_contents() -> None:
         "max_attempts",
         "backoff",
         "backoff_max",
+        "total_timeout",
+        "max_download_bytes",
     }
     for name, spec in conn["conn-fields"].items():
         assert spec["label"] and spec["schema"]["type"][1] == "null", name

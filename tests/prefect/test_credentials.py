@@ -55,6 +55,8 @@ def test_get_client_passes_every_setting():
         max_attempts=2,
         backoff=0.5,
         backoff_max=4,
+        total_timeout=9,
+        max_download_bytes=1024,
     )
     with block.get_client() as client:
         assert isinstance(client, SubstraClient)
@@ -64,6 +66,7 @@ def test_get_client_passes_every_setting():
         assert settings.insecure is True
         assert (settings.connect_timeout, settings.read_timeout, settings.retry_timeout) == (3, 7, 11)
         assert (settings.max_attempts, settings.backoff, settings.backoff_max) == (2, 0.5, 4)
+        assert (settings.total_timeout, settings.max_download_bytes) == (9, 1024)
     with block.get_client(retry_timeout=1) as client:
         assert client.settings.retry_timeout == 1
 

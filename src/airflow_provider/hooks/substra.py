@@ -3,7 +3,8 @@
 Connection fields: ``host`` is the Substra API URL; ``password`` is an API token, or, together
 with ``login``, a user's password (the client then logs in). Extras: ``frontend_url`` (target
 of the "See in Substra" link), ``insecure``, ``connect_timeout``, ``read_timeout``,
-``retry_timeout``, ``max_attempts``, ``backoff``, ``backoff_max``.
+``retry_timeout``, ``max_attempts``, ``backoff``, ``backoff_max``, ``total_timeout`` (seconds one
+HTTP exchange may last in all, 0: none), ``max_download_bytes`` (largest download, 0: no limit).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ CONN_TYPE = "substra"
 DEFAULT_CONN_ID = "substra_default"
 
 #: client settings that may come from the connection's extra, with their types
-FLOAT_EXTRAS = ("connect_timeout", "read_timeout", "retry_timeout", "backoff", "backoff_max")
-INT_EXTRAS = ("max_attempts",)
+FLOAT_EXTRAS = ("connect_timeout", "read_timeout", "retry_timeout", "backoff", "backoff_max", "total_timeout")
+INT_EXTRAS = ("max_attempts", "max_download_bytes")
 _TRUE = {"true", "1", "yes", "on", "y", "t"}
 _FALSE = {"false", "0", "no", "off", "n", "f", ""}
 

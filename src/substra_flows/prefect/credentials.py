@@ -20,8 +20,10 @@ from substra_flows.config import (
     DEFAULT_BACKOFF_MAX,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_DOWNLOAD_BYTES,
     DEFAULT_READ_TIMEOUT,
     DEFAULT_RETRY_TIMEOUT,
+    DEFAULT_TOTAL_TIMEOUT,
 )
 from substra_flows.exceptions import register_secret
 
@@ -72,6 +74,14 @@ class SubstraCredentials(Block):
     max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, description="Attempts per call at most.")
     backoff: float = Field(default=DEFAULT_BACKOFF, ge=0, description="First retry delay, doubled at each attempt.")
     backoff_max: float = Field(default=DEFAULT_BACKOFF_MAX, ge=0, description="Longest delay between two attempts.")
+    total_timeout: float = Field(
+        default=DEFAULT_TOTAL_TIMEOUT,
+        ge=0,
+        description="Seconds one HTTP exchange may last in all, connect and every read (0: socket timeouts only).",
+    )
+    max_download_bytes: int = Field(
+        default=DEFAULT_MAX_DOWNLOAD_BYTES, ge=0, description="Largest file a download may write (0: no limit)."
+    )
     frontend_url: Optional[str] = Field(
         default=None,
         title="Frontend URL",
@@ -117,6 +127,8 @@ class SubstraCredentials(Block):
             "max_attempts": self.max_attempts,
             "backoff": self.backoff,
             "backoff_max": self.backoff_max,
+            "total_timeout": self.total_timeout,
+            "max_download_bytes": self.max_download_bytes,
         }
         settings.update(overrides)
         # error messages and logs of the client mask these from now on
