@@ -207,6 +207,17 @@ class AirflowDeployment:
 
         return wait_for(f"{task_id} of {run_id} in {sorted(states)}", probe, timeout, 1.0, self.services)
 
+    def wait_trigger_running(self, run_id: str, task_id: str = PLAN_TASK, timeout: float = 120.0) -> None:
+        """Wait until the triggerer runs the trigger of the task instance's current try."""
+        try_number = int(self.task_instance(run_id, task_id)["try_number"])
+        wait_for(
+            "the trigger to run in the triggerer",
+            lambda: "starting" in self.trigger_log(run_id, try_number, task_id),
+            timeout,
+            1.0,
+            self.services,
+        )
+
     def wait_run_state(self, run_id: str, states: set[str], timeout: float = 400.0) -> str:
         """Wait until a DAG run ends in one of ``states``; return it."""
 

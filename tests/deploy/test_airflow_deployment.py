@@ -61,14 +61,7 @@ def test_the_scheduled_run_defers_survives_a_triggerer_restart_and_succeeds(
         assert airflow.wait_task_state(run_id, {"deferred", "failed", "success"}) == "deferred"
         [plan] = wait_for("the run's plan", lambda: plans_for(substra, run["logical_date"][:10]), 60)
         assert plan.status.value in ("PLAN_STATUS_TODO", "PLAN_STATUS_DOING"), plan.status
-        try_number = airflow.task_instance(run_id)["try_number"]
-        wait_for(
-            "the trigger to run in the triggerer",
-            lambda: "starting" in airflow.trigger_log(run_id, try_number),
-            120,
-            1,
-            airflow.services,
-        )
+        airflow.wait_trigger_running(run_id)
         time.sleep(5)  # a couple of status polls (every 2 s): the trigger is waiting, not starting
 
         log_start = len(airflow.triggerer.log_text())
@@ -122,14 +115,7 @@ def test_marking_the_deferred_task_failed_cancels_its_plan(
         [plan] = wait_for("the run's plan", lambda: plans_for(substra, CANCELLED_DS), 60)
         # a user marks a task that is waiting in the triggerer; in the second between the deferral and
         # the triggerer's pick-up no code of ours runs (the README says so)
-        try_number = airflow.task_instance(run_id)["try_number"]
-        wait_for(
-            "the trigger to run in the triggerer",
-            lambda: "starting" in airflow.trigger_log(run_id, try_number),
-            120,
-            1,
-            airflow.services,
-        )
+        airflow.wait_trigger_running(run_id)
         airflow.mark(run_id, PLAN_TASK, "failed")
         wait_plan_status(substra, plan.key, "PLAN_STATUS_CANCELED", timeout=60)
     finally:
