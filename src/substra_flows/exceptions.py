@@ -34,6 +34,7 @@ __all__ = [
     "InvalidRequest",
     "InvalidResponse",
     "InvalidSpec",
+    "TRANSIENT_ERRORS",
     "KeyFormatError",
     "LoadDataException",
     "NotAllowedFilterError",
@@ -53,7 +54,9 @@ __all__ = [
     "UnknownSpecKeysWarning",
     "UnsafePathError",
     "UsernamePasswordLoginDisabledException",
+    "is_transient",
     "register_secret",
+    "retry_cannot_help",
     "redact",
     "redact_obj",
     "ModelExportDisabled",
@@ -423,8 +426,8 @@ class FutureTimeoutError(FutureError):
 
 
 class FutureFailureError(FutureError):
-    """The asset ended failed or canceled. ``failed_task_keys`` names the culprits and
-    ``logs`` maps each of them to the tail of its logs (when they could be fetched)."""
+    """The asset ended failed or canceled. ``failed_task_keys`` names the culprits, ``logs`` maps
+    each of them to the tail of its logs and ``error_types`` to its error type (when known)."""
 
     def __init__(
         self,
@@ -435,10 +438,13 @@ class FutureFailureError(FutureError):
         status: str | None,
         failed_task_keys: Iterable[str] = (),
         logs: Mapping[str, str] | None = None,
+        error_types: Mapping[str, str] | None = None,
         asset: Any = None,
     ) -> None:
         self.failed_task_keys = list(failed_task_keys)
         self.logs = dict(logs or {})
+        #: error type of each failed task, when known (``BUILD_ERROR``, ``EXECUTION_ERROR``, ...)
+        self.error_types = dict(error_types or {})
         super().__init__(message, key=key, kind=kind, status=status, asset=asset)
 
 
@@ -446,3 +452,56 @@ def _short_repr(value: Any, limit: int = 120) -> str:
     """repr() of a value, cut to ``limit`` characters so error messages stay readable."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------------------------
+# Retry classification (shared by the Airflow and Prefect faces)
+# --------------------------------------------------------------------------------------------
+
+#: errors a later attempt may not meet, once the client's own retries are spent
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    Timeout,
+    RequestTimeout,
+    TooManyRequests,
+    GatewayUnavailable,
+    # a creation that may have happened: the steps look the asset up by fingerprint before creating it again
+    AssetMaybeCreatedError,
+)
+
+
+def is_transient(error: BaseException | None) -> bool:
+    """True for errors a later attempt may not meet (never for refusals, failures or deadlines)."""
+    if isinstance(error, ConnectionError) and not error.transient:
+        return False  # e.g. a TLS certificate error: retrying cannot fix it
+    return isinstance(error, TRANSIENT_ERRORS)
+
+
+def retry_cannot_help(error: BaseException | None) -> str | None:
+    """Why running the same step again would fail the same way, or None when it might not.
+
+    The faces fail for good on these (Airflow: ``AirflowFailException``; Prefect: no retry) instead of
+    spending their retries: a setting of the deployment, a permission or the input must change first.
+    """
+    if isinstance(error, ModelExportDisabled):
+        return "model export is disabled on the channel (model_export_enabled is false)"
+    if isinstance(error, (BadLoginException, UsernamePasswordLoginDisabledException)):
+        return "the organization refused these credentials"
+    if isinstance(error, AuthenticationError):
+        return "the organization refused the credentials (401)"
+    if isinstance(error, AuthorizationError):
+        return "permission refused (403)" + (" by the orchestrator (OE0102)" if "OE0102" in str(error) else "")
+    if isinstance(error, SpecValidationError):
+        return "invalid input"
+    if isinstance(error, InvalidRequest):
+        return "the organization refused the request as invalid (400)"
+    if isinstance(error, ConfigurationError):
+        return "the client is misconfigured"
+    if isinstance(error, ConnectionError) and not error.transient:
+        return "the connection cannot be established (not a transient failure)"
+    if isinstance(error, FutureFailureError) and "BUILD_ERROR" in error.error_types.values():
+        return (
+            "the function's image failed to build (BUILD_ERROR): every task using that function fails the same "
+            "way; register a corrected function"
+        )
+    return None

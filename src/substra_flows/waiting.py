@@ -369,19 +369,38 @@ def wait_machine(
         if plan is not None and getattr(plan, "failed_task_key", None) and status_of(asset) != "STATUS_FAILED":
             culprits = [plan.failed_task_key]
         logs: Mapping[str, str] = {}
+        error_types: dict[str, str] = {}
         if culprits:
-            # logs only sharpen the error: they get at least one polling period, even past the deadline
+            # error types and logs only sharpen the error: they get at least one polling period, even
+            # past the deadline
             log_budget = None if hard_deadline is None else max(hard_deadline - clock(), polling_period)
+            for culprit in culprits:
+                known = asset if kind is WaitKind.task and culprit == key else None
+                if known is None:
+                    try:
+                        known = yield Fetch(WaitKind.task, culprit, log_budget)
+                    except Exception:
+                        known = None
+                error_type = _error_type_of(known)
+                if error_type:
+                    error_types[culprit] = error_type
             logs = (yield FetchLogs(tuple(culprits), log_lines, log_budget)) or {}
         raise FutureFailureError(
-            failure_message(kind, key, asset, outcome, culprits, logs, plan=plan),
+            failure_message(kind, key, asset, outcome, culprits, logs, plan=plan, error_types=error_types),
             key=key,
             kind=kind.value,
             status=status_of(asset),
             failed_task_keys=culprits,
             logs=logs,
+            error_types=error_types,
             asset=asset,
         )
+
+
+def _error_type_of(task: Any) -> str | None:
+    """A fetched task's ``error_type`` as text (None for a task not visible or without one)."""
+    error_type = None if task is None or isinstance(task, NotVisible) else getattr(task, "error_type", None)
+    return None if error_type is None else str(getattr(error_type, "value", error_type))
 
 
 def _plan_matters(task: Any, outcome: Outcome) -> bool:
@@ -408,8 +427,9 @@ def failure_message(
     logs: Mapping[str, str],
     *,
     plan: Any = None,
+    error_types: Mapping[str, str] | None = None,
 ) -> str:
-    """Readable failure text: what failed, which task(s), and the tail of their logs."""
+    """Readable failure text: what failed, which task(s) with their error type, and the tail of their logs."""
     verb = "was canceled" if outcome is Outcome.canceled else "failed"
     text = f"{kind.value} {key} {verb} (status {status_of(asset)})"
     if kind is WaitKind.task and plan is not None and status_of(asset) != ComputeTaskStatus.failed.value:
@@ -424,8 +444,12 @@ def failure_message(
     error_type = getattr(asset, "error_type", None)
     if error_type is not None:
         text += f", error type {getattr(error_type, 'value', error_type)}"
+    types = error_types or {}
     if kind is WaitKind.compute_plan and culprits:
-        text += f"; failed task: {', '.join(culprits)}"
+        named = [f"{c} (error type {types[c]})" if c in types else c for c in culprits]
+        text += f"; failed task: {', '.join(named)}"
+    elif kind is WaitKind.task and error_type is None and culprits and culprits[0] in types:
+        text += f"; failed task: {culprits[0]} (error type {types[culprits[0]]})"
     for task_key in culprits:
         tail = logs.get(task_key)
         if tail:

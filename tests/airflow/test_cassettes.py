@@ -258,8 +258,9 @@ def test_register_dataset_operator_refused_by_the_server_creates_nothing(
         permissions={"public": False, "authorized_ids": ["NoSuchOrgMSP"]},
         ledger_dir=str(tmp_path),
     )
-    with pytest.raises(exc.InvalidRequest, match="NoSuchOrgMSP"):
+    with pytest.raises(AirflowFailException, match="invalid.*NoSuchOrgMSP") as refused:  # a retry would be refused too
         op.execute(context_for("register refused"))
+    assert isinstance(refused.value.__cause__, exc.InvalidRequest)
     assert client1.list_dataset(filters={"name": name}) == []
 
 
@@ -295,8 +296,9 @@ def test_add_function_operator_from_an_archive_and_a_refused_archive(conns: list
         zipped.writestr("function.py", (assets.ASSETS_DIR / "function.py").read_text())
         zipped.writestr("README.md", "no Dockerfile here")
     refused = SubstraAddFunctionOperator(name="airflow cassettes no dockerfile", archive=str(no_dockerfile), **common)
-    with pytest.raises(exc.InvalidRequest, match="Dockerfile"):
+    with pytest.raises(AirflowFailException, match="refused the request as invalid.*Dockerfile") as raised:
         refused.execute(context_for("add function refused"))
+    assert isinstance(raised.value.__cause__, exc.InvalidRequest)
 
 
 # -- compute plan operator -------------------------------------------------------------------------------

@@ -131,12 +131,34 @@ def test_machine_asks_for_logs_of_failed_task_of_plan():
     machine = wait_machine(WaitKind.compute_plan, "p", timeout=None, polling_period=0)
     next(machine)
     action = send(machine, asset("PLAN_STATUS_FAILED", key="p", failed_task_key="t1"))
+    assert action == Fetch(WaitKind.task, "t1")  # its error type
+    action = send(machine, asset("STATUS_FAILED", key="t1", error_type="EXECUTION_ERROR"))
     assert action == FetchLogs(("t1",), 40)
     with pytest.raises(exc.FutureFailureError) as info:
         send(machine, {"t1": "Traceback...\nValueError: bad input"})
     error = info.value
     assert error.failed_task_keys == ["t1"] and error.key == "p" and error.status == "PLAN_STATUS_FAILED"
-    assert "failed task: t1" in str(error) and "ValueError: bad input" in str(error)
+    assert "failed task: t1 (error type EXECUTION_ERROR)" in str(error) and "ValueError: bad input" in str(error)
+    assert error.error_types == {"t1": "EXECUTION_ERROR"}
+
+
+def test_a_build_error_is_named_even_when_the_failed_task_cannot_be_read():
+    """BUILD_ERROR reaches the error (and the faces' classification); an unreadable task only loses it."""
+    machine = wait_machine(WaitKind.compute_plan, "p", timeout=None, polling_period=0)
+    next(machine)
+    send(machine, asset("PLAN_STATUS_FAILED", key="p", failed_task_key="t1"))
+    send(machine, asset("STATUS_FAILED", key="t1", error_type="BUILD_ERROR"))
+    with pytest.raises(exc.FutureFailureError) as built:
+        send(machine, {"t1": "Step 3/5 : RUN pip install missing\nERROR: No matching distribution"})
+    assert built.value.error_types == {"t1": "BUILD_ERROR"} and "(error type BUILD_ERROR)" in str(built.value)
+    machine = wait_machine(WaitKind.compute_plan, "p", timeout=None, polling_period=0)
+    next(machine)
+    send(machine, asset("PLAN_STATUS_FAILED", key="p", failed_task_key="t1"))
+    action = machine.throw(exc.GatewayUnavailable("503", status_code=503))
+    assert action == FetchLogs(("t1",), 40)
+    with pytest.raises(exc.FutureFailureError) as unread:
+        send(machine, {})
+    assert unread.value.error_types == {} and "failed task: t1" in str(unread.value)
 
 
 def test_machine_canceled_raises_without_logs():
@@ -359,7 +381,7 @@ def test_a_plan_canceled_behind_a_failure_is_reported_as_failed() -> None:
     machine = wait_machine(WaitKind.compute_plan, "p", timeout=None, polling_period=0)
     plan = asset("PLAN_STATUS_CANCELED", key="p", failed_task_key="t1")
     with pytest.raises(exc.FutureFailureError) as raised:
-        _drive(machine, [plan])
+        _drive(machine, [plan, asset("STATUS_FAILED", key="t1", error_type="EXECUTION_ERROR")])
     assert "failed" in str(raised.value) and raised.value.failed_task_keys == ["t1"]
 
 

@@ -2,7 +2,9 @@
 
 Every operator is a thin translation of one step of :mod:`substra_flows.steps` (which owns the
 HTTP calls, retries, idempotency and waiting) into Airflow: templated parameters in, a
-JSON-serialisable XCom out, Airflow exceptions for failures.
+JSON-serialisable XCom out, Airflow exceptions for failures: an error that a retry cannot fix
+(a refused permission, model export off, a build error...) fails the task for good, with its cause
+(:mod:`airflow_provider.errors`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from airflow_provider.errors import event_fails_for_good, failing_for_good, surfaces_errors
 from airflow_provider.hooks.substra import DEFAULT_CONN_ID, SubstraHook
 from airflow_provider.links.substra import KEY_XCOM_KEY, SubstraComputePlanLink
 from airflow_provider.triggers.substra import (
@@ -96,6 +99,9 @@ def _fail_on_wait_error(error: FutureFailureError | FutureTimeoutError, on_faile
     """Airflow exception for a failed wait. A retry submits the next attempt after a failed or canceled
     plan (``on_failed="retry"``), and keeps waiting after a timeout; with ``on_failed="fail"`` a
     failed or canceled plan fails the task for good, since a retry would only report it again."""
+    final = failing_for_good(error)
+    if final is not None:  # e.g. a build error: the next attempt would use the same function
+        return final
     if isinstance(error, FutureFailureError) and on_failed == "fail":
         return AirflowFailException(str(error))
     return AirflowException(str(error))
@@ -186,6 +192,7 @@ class SubstraRegisterDatasetOperator(SubstraBaseOperator):
         self.batch_size = batch_size
         self.ledger_dir = ledger_dir
 
+    @surfaces_errors
     def execute(self, context: Context) -> dict[str, Any]:
         """Register the dataset and its new samples; return their keys."""
         folders = sample_folders(self.sample_paths, self.samples_dir)
@@ -247,6 +254,7 @@ class SubstraAddDataSamplesOperator(SubstraBaseOperator):
         self.batch_size = batch_size
         self.ledger_dir = ledger_dir
 
+    @surfaces_errors
     def execute(self, context: Context) -> list[str]:
         """Register the missing samples; return the keys of all given samples, in order."""
         folders = sample_folders(self.sample_paths, self.samples_dir)
@@ -309,6 +317,7 @@ class SubstraAddFunctionOperator(SubstraBaseOperator):
         self.permissions = permissions
         self.metadata = metadata
 
+    @surfaces_errors
     def execute(self, context: Context) -> dict[str, Any]:
         """Register (or find) the function; return its key."""
         try:
@@ -397,6 +406,7 @@ class SubstraAddComputePlanOperator(SubstraBaseOperator):
             key = derive_compute_plan_key(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1))
         return {**spec, "key": key}
 
+    @surfaces_errors
     def execute(self, context: Context) -> str:
         """Submit (or find) the run's current attempt, publish its key and link, then wait as configured."""
         spec = self.plan_spec(context)
@@ -480,6 +490,7 @@ class SubstraAddComputePlanOperator(SubstraBaseOperator):
         """Log a progress report of the wait (the wait decides when there is one)."""
         self.log.info("%s", progress.describe())
 
+    @surfaces_errors
     def execute_complete(self, context: Context, event: Any = None, compute_plan_key: str | None = None) -> str:
         """Resume after the trigger fired: check that the event is about the plan deferred on, and that it succeeded."""
         key = compute_plan_key or self._deferred_key(context)
@@ -491,6 +502,9 @@ class SubstraAddComputePlanOperator(SubstraBaseOperator):
         if status == SUCCESS:
             self.log.info("Compute plan %s is done", key)
             return key
+        final = event_fails_for_good(payload)
+        if final is not None:
+            raise final
         message = payload.get("message") or f"compute plan {key}: {status}"
         if status in (FAILED, CANCELED):
             raise AirflowFailException(message) if self.on_failed == "fail" else AirflowException(message)
@@ -523,6 +537,7 @@ class SubstraGetPerformancesOperator(SubstraBaseOperator):
         super().__init__(**kwargs)
         self.compute_plan_key = compute_plan_key
 
+    @surfaces_errors
     def execute(self, context: Context) -> list[dict[str, Any]]:
         """Fetch the performance rows."""
         key = str(self.compute_plan_key)
@@ -547,6 +562,7 @@ class SubstraCancelComputePlanOperator(SubstraBaseOperator):
         super().__init__(**kwargs)
         self.compute_plan_key = compute_plan_key
 
+    @surfaces_errors
     def execute(self, context: Context) -> dict[str, Any]:
         """Cancel the plan (a plan already finished is left as it is)."""
         key = str(self.compute_plan_key)
@@ -556,3 +572,48 @@ class SubstraCancelComputePlanOperator(SubstraBaseOperator):
             self._close()
         self.log.info("Compute plan %s %s", key, "canceled" if canceled else "was already finished")
         return {"compute_plan_key": key, "canceled": bool(canceled)}
+
+
+class SubstraDownloadModelOperator(SubstraBaseOperator):
+    """Save a model to a folder of the worker, by model key or as an output of a task (promote a model).
+
+    Returns the file path. A channel whose ``model_export_enabled`` is off (a default deployment)
+    refuses the download: the task fails for good, the message naming that setting.
+
+    :param destination_folder: folder to save the model in (created if needed).
+    :param model_key: the model; or
+    :param task_key: the task whose output ``identifier`` (default ``"model"``) is saved.
+    """
+
+    template_fields: Sequence[str] = ("substra_conn_id", "destination_folder", "model_key", "task_key", "identifier")
+
+    def __init__(
+        self,
+        *,
+        destination_folder: str,
+        model_key: str | None = None,
+        task_key: str | None = None,
+        identifier: str = "model",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.destination_folder = destination_folder
+        self.model_key = model_key
+        self.task_key = task_key
+        self.identifier = identifier
+
+    @surfaces_errors
+    def execute(self, context: Context) -> str:
+        """Download the model and return its path."""
+        try:
+            path = steps.download_model(
+                self.hook.get_conn(),
+                self.destination_folder,
+                model_key=self.model_key or None,
+                task_key=self.task_key or None,
+                identifier=self.identifier,
+            )
+        finally:
+            self._close()
+        self.log.info("Model saved to %s", path)
+        return path

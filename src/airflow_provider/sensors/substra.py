@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout, AirflowSkipException
 
+from airflow_provider.errors import event_fails_for_good, surfaces_errors
 from airflow_provider.hooks.substra import DEFAULT_CONN_ID, SubstraHook
 from airflow_provider.links.substra import SubstraComputePlanLink
 from airflow_provider.operators.substra import DEFERRAL_GRACE_SECONDS, default_deferrable
@@ -92,6 +93,7 @@ class _SubstraSensor(BaseSensorOperator):
     def _result(self, status: str | None) -> dict[str, Any]:
         return {"kind": self.kind, "key": str(self.target_key), "status": status}
 
+    @surfaces_errors
     def poke(self, context: Context) -> bool | PokeReturnValue:
         """Done: True (with the final status in XCom); still running: False; failed: AirflowFailException."""
         try:
@@ -130,6 +132,9 @@ class _SubstraSensor(BaseSensorOperator):
         status = payload["status"]
         if status == SUCCESS:
             return self._result(payload.get("asset_status"))
+        final = event_fails_for_good(payload)
+        if final is not None:
+            raise final
         message = payload.get("message") or f"{self.kind} {self.target_key}: {status}"
         if status in (FAILED, CANCELED):
             raise AirflowFailException(message)

@@ -4,7 +4,9 @@ Each trigger awaits the shared client's awaitable wait (HTTP in worker threads, 
 loop), against an absolute deadline, and fires exactly one event whose payload is plain JSON:
 
 ``{"status": "success" | "failed" | "canceled" | "timeout" | "error", "kind": "compute_plan" | "task",
-"key": ..., "asset_status": ..., "message": ..., "failed_task_keys": [...], "logs": {task key: tail}}``
+"key": ..., "asset_status": ..., "message": ..., "failed_task_keys": [...], "logs": {task key: tail},
+"error_types": {task key: error type}, "retry_cannot_help": why (only when a retry would fail the same
+way: a build error, a refused permission...)}``
 
 Errors never escape ``run()``: they become ``error`` events, so the task (not the triggerer)
 reports them.
@@ -31,9 +33,10 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider.errors import RETRY_CANNOT_HELP
 from airflow_provider.hooks.substra import DEFAULT_CONN_ID, SubstraHook
 from substra_flows import steps
-from substra_flows.exceptions import FutureFailureError, FutureTimeoutError, redact
+from substra_flows.exceptions import FutureFailureError, FutureTimeoutError, redact, retry_cannot_help
 
 SUCCESS, FAILED, CANCELED, TIMEOUT, ERROR = "success", "failed", "canceled", "timeout", "error"
 EVENT_STATUSES = frozenset({SUCCESS, FAILED, CANCELED, TIMEOUT, ERROR})
@@ -70,7 +73,15 @@ def _failure_payload(error: FutureFailureError) -> dict[str, Any]:
         "message": str(error),
         "failed_task_keys": list(error.failed_task_keys),
         "logs": {k: redact(v) for k, v in error.logs.items()},
+        "error_types": dict(error.error_types),
+        **_classified(error),
     }
+
+
+def _classified(error: BaseException) -> dict[str, str]:
+    """The ``retry_cannot_help`` field of an event, present only when a retry would fail the same way."""
+    cause = retry_cannot_help(error)
+    return {} if cause is None else {RETRY_CANNOT_HELP: cause}
 
 
 def check_event(event: Any, *, kind: str, key: str) -> dict[str, Any]:
@@ -155,7 +166,7 @@ class _SubstraWaitTrigger(BaseTrigger):
             await self._on_cancel()
             raise
         except Exception as error:  # anything else reaches the task as an error event
-            payload.update(status=ERROR, message=redact(f"{type(error).__name__}: {error}"))
+            payload.update(status=ERROR, message=redact(f"{type(error).__name__}: {error}"), **_classified(error))
         self.log.info("Substra %s %s: %s", self.kind, self.key, payload["status"])
         yield TriggerEvent(payload)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -20,6 +21,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.context import FlowRunContext, TaskRunContext
+from prefect.exceptions import MissingContextError
 from prefect.states import State
 from prefect.tasks import Task
 
@@ -60,28 +62,30 @@ __all__ = [
 
 # -- retries ---------------------------------------------------------------------------------------
 
-#: errors worth another attempt once the client's own retries are spent
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    exc.ConnectionError,
-    exc.Timeout,
-    exc.RequestTimeout,
-    exc.TooManyRequests,
-    exc.GatewayUnavailable,
-    # a creation that may have happened: the steps look the asset up by fingerprint before creating it again
-    exc.AssetMaybeCreatedError,
-)
+#: errors worth another attempt once the client's own retries are spent (shared with the Airflow face)
+TRANSIENT_ERRORS = exc.TRANSIENT_ERRORS
 
 
 def is_transient_error(error: Optional[BaseException]) -> bool:
     """True for errors a later attempt may not meet (never for refusals, failures or deadlines)."""
-    if isinstance(error, exc.ConnectionError) and not error.transient:
-        return False  # e.g. a TLS certificate error: retrying cannot fix it
-    return isinstance(error, TRANSIENT_ERRORS)
+    return exc.is_transient(error)
+
+
+def _logger() -> Any:
+    """The task run's logger (shown in the UI), or this module's outside a run."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
 
 
 def retry_on_transient_error(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """``retry_condition_fn`` of every task: retry a failed run only when its error is transient."""
+    """``retry_condition_fn`` of every task: retry a failed run only when its error is transient, and say
+    why not when a retry cannot help (a refused permission, model export off, a build error...)."""
     error = state.data if isinstance(state.data, BaseException) else None
+    cause = exc.retry_cannot_help(error)
+    if cause is not None:
+        _logger().warning("%s failed for good, not retrying: %s", task_run.name, cause)
     return is_transient_error(error)
 
 
@@ -493,25 +497,6 @@ async def async_get_task_logs(credentials: CredentialsLike, task_key: str, tail_
     return exc.redact(_tail(text, tail_lines))
 
 
-def _model_folder(destination_folder: Union[str, Path], model_key: Optional[str], task_key: Optional[str]) -> Path:
-    """Check that exactly one of the keys is given (before any request); create and return the folder."""
-    if (model_key is None) == (task_key is None):
-        raise exc.SpecValidationError.for_field(
-            "model_key", model_key, f"give exactly one of model_key and task_key (task_key={task_key!r})"
-        )
-    folder = Path(destination_folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def _download_model(
-    client: SubstraClient, folder: Path, model_key: Optional[str], task_key: Optional[str], identifier: str
-) -> str:
-    if model_key is not None:
-        return str(client.download_model(model_key, folder))
-    return str(client.download_model_from_task(task_key, identifier, folder))  # type: ignore[arg-type]
-
-
 @task(**_TASK_OPTIONS)
 def download_model(
     credentials: CredentialsLike,
@@ -522,9 +507,10 @@ def download_model(
 ) -> str:
     """Save a model in ``destination_folder`` (created if needed): by ``model_key``, or the output
     ``identifier`` of ``task_key``. Returns the file path."""
-    folder = _model_folder(destination_folder, model_key, task_key)
     with _connect(credentials) as client:
-        path = _download_model(client, folder, model_key, task_key, identifier)
+        path = steps.download_model(
+            client, destination_folder, model_key=model_key, task_key=task_key, identifier=identifier
+        )
     get_run_logger().info("model saved to %s", path)
     return path
 
@@ -538,9 +524,15 @@ async def async_download_model(
     identifier: str = "model",
 ) -> str:
     """Awaitable :func:`download_model` (the download streams to disk off the event loop)."""
-    folder = _model_folder(destination_folder, model_key, task_key)
     async with _aconnect(credentials) as client:
-        path = await asyncio.to_thread(_download_model, client, folder, model_key, task_key, identifier)
+        path = await asyncio.to_thread(
+            steps.download_model,
+            client,
+            destination_folder,
+            model_key=model_key,
+            task_key=task_key,
+            identifier=identifier,
+        )
     get_run_logger().info("model saved to %s", path)
     return path
 

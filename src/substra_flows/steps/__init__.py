@@ -44,6 +44,8 @@ Guarantees, step by step
   carries the tail of their logs (completed here when the client could not get them).
 - :func:`cancel_compute_plan` — no request for a final plan; a failure on a plan that turns out
   final is not an error. Returns whether this call cancelled it.
+- :func:`download_model` — read-only; exactly one of ``model_key`` / ``task_key`` (checked before
+  any request); a channel with model export off raises ``ModelExportDisabled`` naming the setting.
 - :func:`leaderboard` / :func:`quality_gate` — read-only / pure; the leaderboard ranks the latest
   DONE attempt of each run and never a failed or canceled one. :func:`fetch_performances` reads a
   run's latest DONE attempt with ``latest_attempt=True``.
@@ -69,6 +71,7 @@ from .attempts import (
     latest_attempt,
     latest_done_attempt,
 )
+from .downloads import download_model
 from .fingerprints import FINGERPRINT_KEY, asset_fingerprint, deterministic_targz, file_sha256, sample_fingerprint
 from .keys import PROJECT_NAMESPACE, derive_key, derive_task_key
 from .leaderboard import (
@@ -129,6 +132,7 @@ __all__ = [
     "derive_key",
     "derive_task_key",
     "deterministic_targz",
+    "download_model",
     "fetch_performances",
     "file_sha256",
     "given_compute_plan_key",

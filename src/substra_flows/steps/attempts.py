@@ -185,7 +185,13 @@ def _ended_attempt_error(client: Any, attempt: Attempt) -> exc.FutureFailureErro
     )
     full = complete_failure(client, bare)
     report = waiting.failure_message(
-        waiting.WaitKind.compute_plan, attempt.compute_plan_key, plan, outcome, list(full.failed_task_keys), full.logs
+        waiting.WaitKind.compute_plan,
+        attempt.compute_plan_key,
+        plan,
+        outcome,
+        list(full.failed_task_keys),
+        full.logs,
+        error_types=full.error_types,
     )
     head, _, tail = report.partition("\n")
     message = (
@@ -199,5 +205,6 @@ def _ended_attempt_error(client: Any, attempt: Attempt) -> exc.FutureFailureErro
         status=attempt.status,
         failed_task_keys=list(full.failed_task_keys),
         logs=dict(full.logs),
+        error_types=dict(full.error_types),
         asset=plan,
     )

@@ -402,26 +402,41 @@ def complete_failure(client: Any, error: exc.FutureFailureError) -> exc.FutureFa
             culprits = [t.key for t in tasks]
         except exc.SubstraError as lookup_error:
             logger.warning("could not list the failed tasks of compute plan %s: %s", error.key, lookup_error)
+    error_types = dict(error.error_types)
     for task_key in culprits:
         if not logs.get(task_key):
             tail = _log_tail(client, task_key)
             if tail:
                 logs[task_key] = tail
-    if culprits == list(error.failed_task_keys) and logs == dict(error.logs):
+        if task_key not in error_types:
+            error_type = _error_type(client, task_key)
+            if error_type:
+                error_types[task_key] = error_type
+    if culprits == list(error.failed_task_keys) and logs == dict(error.logs) and error_types == error.error_types:
         return error
     kind = waiting.WaitKind(error.kind)
     outcome = (
         waiting.Outcome.canceled if error.status == models.ComputePlanStatus.canceled.value else waiting.Outcome.failed
     )
     return exc.FutureFailureError(
-        waiting.failure_message(kind, str(error.key), error.asset, outcome, culprits, logs),
+        waiting.failure_message(kind, str(error.key), error.asset, outcome, culprits, logs, error_types=error_types),
         key=str(error.key),
         kind=error.kind,
         status=error.status,
         failed_task_keys=culprits,
         logs=logs,
+        error_types=error_types,
         asset=error.asset,
     )
+
+
+def _error_type(client: Any, task_key: str) -> str | None:
+    """A failed task's error type as text (``BUILD_ERROR``, ``EXECUTION_ERROR``...), or None."""
+    try:
+        error_type = client.get_task(task_key).error_type
+    except (exc.SubstraError, AttributeError):
+        return None
+    return None if error_type is None else str(getattr(error_type, "value", error_type))
 
 
 def _log_tail(client: Any, task_key: str) -> str | None:
