@@ -65,11 +65,14 @@ def register(
     *,
     inputs: list[dict[str, Any]],
     permissions: dict[str, Any] = PUBLIC,
+    build_lines: tuple[str, ...] = (),
 ) -> str:
-    """Register a function whose ENTRYPOINT runs ``method`` of ``code`` (a model output)."""
+    """Register a function whose ENTRYPOINT runs ``method`` of ``code`` (a model output), its
+    Dockerfile holding ``build_lines`` (e.g. a RUN that fails) after the substratools install."""
     folder.mkdir(parents=True, exist_ok=True)
+    extra = "".join(f"{line}\n" for line in build_lines)
     dockerfile = (
-        "FROM python:3.11-slim\nRUN pip install substratools==1.0.0\nCOPY function.py .\n"
+        f"FROM python:3.11-slim\nRUN pip install substratools==1.0.0\n{extra}COPY function.py .\n"
         f'ENTRYPOINT ["python3", "function.py", "--function-name", "{method}"]\n'
     )
     entries = {"Dockerfile": dockerfile.encode(), "function.py": (HEADER + code + FOOTER).encode()}
@@ -107,3 +110,14 @@ def task(key: str, function_key: str, worker: str, *, inputs: list[dict[str, Any
 def parent_input(parent: str) -> list[dict[str, Any]]:
     """The ``model`` input of a task reading its parent's model."""
     return [{"identifier": "model", "parent_task_key": parent, "parent_task_output_identifier": "model"}]
+
+
+#: the Dockerfile line of a function whose image cannot be built (the build output names it)
+BROKEN_BUILD = "RUN echo installing-a-missing-dependency && exit 3"
+OPENER_IN = [{"identifier": "opener", "kind": "ASSET_DATA_MANAGER", "optional": False, "multiple": False}]
+
+
+def opener_task(key: str, function_key: str, worker: str, dataset_key: str) -> dict[str, Any]:
+    """A plan task reading a dataset's opener (the orchestrator checks the owner may process it)."""
+    opener = [{"identifier": "opener", "asset_key": dataset_key}]
+    return task(key, function_key, worker, inputs=opener)
