@@ -166,10 +166,10 @@ def _results(client: substra.Client, plan_key: str, org_ids: list[str]) -> dict[
 
 
 @pytest.fixture(scope="module")
-def remote_run(
+def remote_submitted(
     deployment: LocalNode, helpers: dict[str, Path], samples: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Any]:
-    """The experiment on the node through ``substra.Client(backend_type="remote")``, run to its end."""
+    """The experiment submitted to the node through ``substra.Client(backend_type="remote")``."""
     folder = tmp_path_factory.mktemp("remote")
     org1, org2 = deployment.organizations
     clients = [substra.Client(url=o.url, token=o.token, backend_type="remote") for o in (org1, org2)]
@@ -179,16 +179,16 @@ def remote_run(
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)  # substrafl builds its function archives under the working directory
         plan = _experiment(clients[0], data, folder, dependencies, f"substrafl deployment {uuid.uuid4()}")
-    done = clients[0].wait_compute_plan(plan.key, timeout=600, polling_period=0.5, raise_on_failure=False)
-    if done.failed_task_key:
-        pytest.fail(f"task {done.failed_task_key} failed:\n{clients[0].get_logs(done.failed_task_key)}")
-    return {"clients": clients, "org_ids": org_ids, "data": data, "plan": done, "folder": folder}
+    return {"clients": clients, "org_ids": org_ids, "data": data, "plan": plan, "folder": folder}
 
 
 @pytest.fixture(scope="module")
-def local_run(helpers: dict[str, Path], samples: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The same experiment in substrafl's local mode (tasks run in this environment, which sees
-    ``fedavg_helpers`` through PYTHONPATH, since local mode ignores the Dockerfile)."""
+def local_run(
+    remote_submitted: dict[str, Any], helpers: dict[str, Path], samples: Any, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """The same experiment in substrafl's local mode, run while the node builds and runs its own
+    (local mode ignores the Dockerfile: its tasks run in this environment, which sees ``fedavg_helpers``
+    through PYTHONPATH; the node's tasks and builds start from a clean environment, without it)."""
     folder = tmp_path_factory.mktemp("local")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
@@ -199,6 +199,18 @@ def local_run(helpers: dict[str, Path], samples: Any, tmp_path_factory: pytest.T
         dependencies = Dependency(pypi_dependencies=["numpy"], local_installable_dependencies=[helpers["wheel"]])
         plan = _experiment(clients[0], data, folder, dependencies, "substrafl local mode")
         return _results(clients[0], plan.key, org_ids)
+
+
+@pytest.fixture(scope="module")
+def remote_run(remote_submitted: dict[str, Any], local_run: dict[str, Any]) -> dict[str, Any]:
+    """The node's experiment, run to its end (waited for once the local mode has run)."""
+    client = remote_submitted["clients"][0]
+    done = client.wait_compute_plan(
+        remote_submitted["plan"].key, timeout=600, polling_period=0.5, raise_on_failure=False
+    )
+    if done.failed_task_key:
+        pytest.fail(f"task {done.failed_task_key} failed:\n{client.get_logs(done.failed_task_key)}")
+    return {**remote_submitted, "plan": done}
 
 
 def test_the_experiment_runs_with_the_dependency_its_build_installed(remote_run: dict[str, Any]) -> None:
@@ -268,3 +280,39 @@ def test_intermediate_models_are_disabled_once_the_plan_is_done(remote_run: dict
     with pytest.raises(substra.exceptions.InvalidRequest) as refused:
         client.add_compute_plan_tasks(plan.key, {"tasks": [copy]})
     assert "has been disabled" in str(refused.value)
+
+
+def test_without_the_declared_dependency_the_tasks_fail(remote_run: dict[str, Any]) -> None:
+    """The mutation check of the build: the same experiment without the wheel fails in its first train task."""
+    client = remote_run["clients"][0]
+    folder = remote_run["folder"] / "without-dependency"
+    folder.mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        plan = _experiment(
+            client, remote_run["data"], folder, Dependency(pypi_dependencies=["numpy"]), f"no helpers {uuid.uuid4()}"
+        )
+    failed = client.wait_compute_plan(plan.key, timeout=600, polling_period=0.5, raise_on_failure=False)
+    assert failed.failed_task_key is not None
+    task = client.get_task(failed.failed_task_key)
+    assert task.error_type is sdk_models.TaskErrorType.execution
+    assert "ModuleNotFoundError: No module named 'fedavg_helpers'" in client.get_logs(task.key)
+
+
+def test_a_dataset_that_excludes_the_plan_owner_is_refused_with_403(remote_run: dict[str, Any], samples: Any) -> None:
+    """The orchestrator checks that the task owner may process each dataset (OE0102) when the tasks are
+    registered: the SDK has already created the plan, which stays empty, as on a real server."""
+    client1, client2 = remote_run["clients"]
+    folder = remote_run["folder"] / "own-only"
+    folder.mkdir()
+    org1_data, _ = remote_run["data"]
+    own_only = _register(client2, 2, samples[2], [client2.organization_info().organization_id], folder)
+    name = f"dataset not shared with the plan owner {uuid.uuid4()}"
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(substra.exceptions.AuthorizationError) as refused:
+        patch.chdir(folder)
+        dependencies = Dependency(pypi_dependencies=["numpy"])
+        _experiment(client1, [org1_data, own_only], folder, dependencies, name)
+    assert refused.value.status_code == 403
+    assert "OE0102" in str(refused.value) and own_only["dataset_key"] in str(refused.value)
+    (plan,) = client1.list_compute_plan(filters={"name": name})
+    assert plan.task_count == 0 and client1.list_task(filters={"compute_plan_key": [plan.key]}) == []
