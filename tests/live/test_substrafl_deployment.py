@@ -2,14 +2,17 @@
 
 The node builds every function (build phase on, 1 s at least per build, one builder slot) with no
 package index (``PIP_NO_INDEX``), so the declared dependency, a wheel built here, reaches the tasks
-only through the build's ``RUN pip install``. Model export is on, because the test downloads the
-final model (substrafl's ``download_algo_state``) and a disabled model (410 needs export on: with it
-off a real server answers 403 first); everything else keeps a default deployment's settings.
+only through the build's ``RUN pip install``. Model export is on (a deployment whose channel sets
+``model_export_enabled``), because the test downloads the final model (substrafl's
+``download_algo_state``) and a disabled one (410): with export off every download is 403. Everything
+else keeps a default deployment's settings.
 
 One FedAvg experiment (numpy Algo, 2 organizations, 2 rounds, evaluation every round,
 ``clean_models=True``) runs on the node and the same one in substrafl's own local mode
 (``backend_type="subprocess"``); the module's tests read both. Each organization has one train and one
-test sample, so the opener reads rows in one order in both modes and the results agree to the bit.
+test sample, so the opener reads rows in one order in both modes and the results agree to the bit
+(with two, the opener's sorted order follows sample folders named by random keys, and the weights
+differed in their last bits). With 2 organizations FedAvg's sum of updates does not depend on order.
 """
 
 from __future__ import annotations
