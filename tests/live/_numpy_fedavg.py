@@ -44,6 +44,10 @@ class NumpyLogisticRegression(Algo):
     def strategies(self) -> list[StrategyName]:
         return [StrategyName.FEDERATED_AVERAGING]
 
+    def activation(self, z: np.ndarray) -> np.ndarray:
+        """The logistic function (a subclass may take it from a dependency)."""
+        return _sigmoid(z)
+
     @remote_data
     def train(self, data_from_opener: Any, shared_state: Optional[FedAvgAveragedState] = None) -> FedAvgSharedState:
         """Apply the averaged update of the last round, then take local steps; return their delta."""
@@ -53,7 +57,7 @@ class NumpyLogisticRegression(Algo):
         x, y = _features(data_from_opener)
         weights, bias = self.weights.copy(), self.bias.copy()
         for _ in range(self.local_steps):
-            error = _sigmoid(x @ weights + bias[0]) - y
+            error = self.activation(x @ weights + bias[0]) - y
             weights -= self.learning_rate * (x.T @ error) / len(y)
             bias -= self.learning_rate * np.array([error.mean()])
         # the kept model stays the global one; only the update travels (as substrafl's own FedAvg algos do)
@@ -62,7 +66,7 @@ class NumpyLogisticRegression(Algo):
     def predict(self, data_from_opener: Any, shared_state: Any = None) -> np.ndarray:
         """Probabilities of class 1 (called by the strategy's evaluate, inside the test task)."""
         x, _ = _features(data_from_opener)
-        return _sigmoid(x @ self.weights + self.bias[0])
+        return self.activation(x @ self.weights + self.bias[0])
 
     def save_local_state(self, path: Path) -> None:
         with Path(path).open("wb") as handle:
@@ -79,3 +83,13 @@ def accuracy(data_from_opener: Any, predictions: np.ndarray) -> float:
     """Share of test samples classified right (threshold 0.5)."""
     _, y = _features(data_from_opener)
     return float(np.mean((np.asarray(predictions) > 0.5) == (y > 0.5)))
+
+
+class HelperLogisticRegression(NumpyLogisticRegression):
+    """The same model, whose logistic function comes from the ``fedavg_helpers`` package: imported inside
+    the task, at run time, so only a function whose image installed that package can train or predict."""
+
+    def activation(self, z: np.ndarray) -> np.ndarray:
+        import fedavg_helpers  # the experiment's declared dependency, installed by the build phase
+
+        return np.asarray(fedavg_helpers.sigmoid(z))

@@ -480,6 +480,26 @@ def test_dockerfile_steps_are_applied_in_order_in_the_image_folder(node, clients
     assert produced == {"marker": "from-run\nfrom-copy"}
 
 
+def test_run_lines_go_through_a_shell_so_an_unquoted_version_bound_is_a_redirect(node, clients, tmp_path) -> None:
+    """Docker runs a shell-form RUN as ``/bin/sh -c``: substrafl's ``pip install -U setuptools>=70.0.0`` installs
+    ``setuptools`` with its output redirected to a file named ``=70.0.0``. Here ``pip>=999`` (no such pip) would
+    fail the offline build if the line were run without a shell."""
+    org1 = node.organizations[0]
+    function = add_function(
+        clients[0],
+        tmp_path,
+        "marker",
+        "WORKDIR /home/user",
+        "RUN python3 -m pip install -U pip>=999",
+        'RUN test -s "=999" && echo redirected > built.txt',
+    )
+    key = str(uuid.uuid4())
+    plan = run_plan(clients[0], [task(key, function, org1.organization_id)])
+    clients[0].wait_compute_plan(plan, timeout=60, polling_period=0.2)
+    model = get(org1, "model/", compute_task_key=key).json()["results"][0]
+    assert json.loads(Path(node.store.models[model["key"]]["_path"]).read_text()) == {"marker": "redirected"}
+
+
 def test_a_failing_run_line_fails_the_function_and_its_tasks_with_the_build_output_as_logs(
     node, clients, tmp_path: Path
 ) -> None:
