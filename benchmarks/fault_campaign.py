@@ -3,12 +3,20 @@
     .venv/bin/python -m benchmarks.fault_campaign [--rate 0.3] [--seeds 1 2 3] [--kinds 429 502 ... mixed]
 
 For every fault kind of the local node (429, 502, 503, 504, reset_before, reset_after, slow_before,
-slow_after, expire_token, malformed_json) and for all kinds mixed, the pipeline steps run through
-``SubstraClient`` (username/password, so an expired token is survivable) against a 2-organization
-local node injecting that fault into ``--rate`` of the requests:
+slow_after, expire_token, malformed_json, login_throttle, replication_lag) and for all kinds mixed,
+the pipeline steps run through ``SubstraClient`` (username/password, so an expired token is
+survivable) against a 2-organization local node injecting that fault into ``--rate`` of the
+requests (``replication_lag`` is not drawn: the node lags between organizations for the whole
+attempt, and each answer it made stale counts as a fault):
 
     register_dataset (x2 organizations, samples in several batches) -> register_function (x4)
-    -> submit_compute_plan (several bulk_create batches) -> wait_compute_plan -> fetch_performances
+    -> submit_compute_plan (several bulk_create batches, organization 1)
+    -> wait_compute_plan -> fetch_performances (organization 2, the partner)
+
+The wait and the performances are read on the partner organization, as a partner's nightly checks
+the plan it takes part in: that is the read of a key the pipeline just created elsewhere, which a
+real deployment answers 404 and then stale for a while (each organization serves its own
+database, fed by orchestrator events).
 
 A step may fail: the error must name its cause (the status, "connection", "timeout", "expired",
 "JSON"...). The same step sequence is then rerun, as a nightly scheduler would, with the faults still
@@ -61,6 +69,8 @@ CAUSES: dict[str, str] = {
     "slow_after": r"read timeout|timed out",
     "expire_token": r"\b401\b|expired",
     "malformed_json": r"json",
+    "login_throttle": r"\b429\b|throttl|\b401\b|expired",  # it expires a token to force the throttled login
+    "replication_lag": r"\b404\b|not found|replicat",
 }
 
 
@@ -261,13 +271,14 @@ def pipeline(node: LocalNode, run_id: str, workdir: Path, settings: CampaignSett
             rounds=1,
         )
         submitted = steps.submit_compute_plan(clients[0], spec, batch_size=settings.task_batch_size)
+        partner = clients[1]  # reads what organization 1 just wrote: 404, then stale, under replication lag
         steps.wait_compute_plan(
-            clients[0],
+            partner,
             submitted.compute_plan_key,
             timeout=settings.wait_timeout,
             polling_period=settings.polling_period,
         )
-        return steps.fetch_performances(clients[0], submitted.compute_plan_key)
+        return steps.fetch_performances(partner, submitted.compute_plan_key)
     finally:
         for client in clients:
             client.close()
@@ -414,7 +425,7 @@ def baseline(
 # -- report ---------------------------------------------------------------------------------------------
 
 COLUMNS = (
-    ("kind", 14),
+    ("kind", 15),
     ("seed", 4),
     ("requests", 8),
     ("faults", 6),

@@ -1,11 +1,13 @@
 """Fault campaign: the whole step sequence under >= 20 % injected faults of each kind, then all kinds mixed.
 
 Each run registers 2 datasets with their samples (several batches each), 4 functions, a federated
-plan submitted in several ``bulk_create`` batches, waits for it and fetches its performances, all
+plan submitted in several ``bulk_create`` batches on organization 1, waits for it and fetches its
+performances on organization 2 (under ``replication_lag`` it first answers 404, then stale), all
 through SubstraClient (username/password) and the pipeline steps, against a node of this module
-injecting one fault kind. A step may fail, but only with an error naming the cause; the sequence
-is then rerun (faults on, then off if needed) and must end with EXACTLY the assets of a
-fault-free run: no duplicate, nothing lost. The figures are printed in the terminal summary.
+injecting one fault kind (``login_throttle``: throttled logins after forced token expiries). A
+step may fail, but only with an error naming the cause; the sequence is then rerun (faults on,
+then off if needed) and must end with EXACTLY the assets of a fault-free run: no duplicate,
+nothing lost. The figures are printed in the terminal summary.
 
 The runner is shared with ``benchmarks/fault_campaign.py`` (the full campaign: 30 %, 3 seeds).
 ``SUBSTRA_FLOWS_CAMPAIGN_RATE`` and ``SUBSTRA_FLOWS_CAMPAIGN_SEED`` change the rate and seed here.
@@ -101,6 +103,15 @@ def test_pipeline_under_faults_ends_with_exact_counts(
         ("slow_after", exc.Timeout("GET /org-1/task/: no answer within the read timeout"), True),
         ("expire_token", exc.AuthenticationError("GET /x/ -> 401 Unauthorized: The token is expired"), True),
         ("malformed_json", exc.InvalidResponse("GET /x/: expected JSON, got application/json"), True),
+        ("login_throttle", exc.TooManyRequests("POST /org-1/api-token-auth/ -> 429 Too Many Requests"), True),
+        ("login_throttle", exc.AuthenticationError("GET /x/ -> 401 Unauthorized: The token is expired"), True),
+        ("login_throttle", exc.InternalServerError("POST /org-1/api-token-auth/ -> 500: boom"), False),
+        ("replication_lag", exc.NotFound("GET /org-2/compute_plan/k/ -> 404 Not Found: Not found."), True),
+        (
+            "replication_lag",
+            exc.FutureTimeoutError("plan still doing", key="k", kind="plan", status="x", timeout=1),
+            False,
+        ),
         ("reset_after", exc.InternalServerError("GET /x/ -> 500: boom"), False),
         ("429", KeyError("dataset_key"), False),
         (MIXED, exc.ConnectionError("POST /org-1/data_sample/: connection error"), True),

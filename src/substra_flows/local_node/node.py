@@ -147,6 +147,7 @@ class LocalNode:
         self._task_time_limit = task_time_limit
         self.fault_injector: FaultInjector | None = None
         self.organizations: list[NodeOrganization] = []
+        self._replication_lag = replication_lag
         self.store = Store(replica=Replica(replication_lag))
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._server: Any = None
@@ -238,7 +239,11 @@ class LocalNode:
                 "organization's API (its data, and the tokens printed at start); it is meant for 127.0.0.1",
                 self._host,
             )
-        self.fault_injector = FaultInjector(harden(self.api.build_app(), self.limits), expire_token=self._expire_token)
+        self.fault_injector = FaultInjector(
+            harden(self.api.build_app(), self.limits),
+            expire_token=self._expire_token,
+            replication_lag=self._set_replication_lag,
+        )
         self.fault_injector.configure(self._faults)
         config = uvicorn.Config(
             self.fault_injector,
@@ -286,6 +291,11 @@ class LocalNode:
         """Requests seen and faults injected by kind since faults were last configured."""
         assert self.fault_injector is not None, "the node is not started"
         return self.fault_injector.stats()
+
+    def _set_replication_lag(self, seconds: float | None) -> None:
+        """The fault kind ``replication_lag`` turns the lag on; None restores ``LocalNode(replication_lag=...)``."""
+        assert self.store.replica is not None
+        self.store.replica.set_lag(self._replication_lag if seconds is None else seconds)
 
     def _expire_token(self, value: str) -> None:
         with self.store.lock:

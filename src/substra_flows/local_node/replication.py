@@ -12,11 +12,14 @@ organization a view that is ``seconds`` old:
   changed them; a plan's counters and status are derived from those lagged task views, and a
   cancel shows on the other organizations ``lag`` after it was made.
 
-``lag = 0`` (the default) turns all of it off at no cost.
+``lag = 0`` (the default) turns all of it off at no cost. The fault campaign's ``replication_lag``
+kind turns it on for a while (:meth:`Replica.set_lag`) and counts the answers it made stale through
+:data:`LAGGED_ANSWER`.
 """
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +28,16 @@ from typing import Any
 from .store import derive_plan
 
 _TASK_FIELDS = ("status", "start_date", "end_date", "error_type")
+
+#: set around one request by whoever wants to know (the fault injector): a lagged answer appends to it
+LAGGED_ANSWER: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("lagged_answer", default=None)
+
+
+def _note_lagged(what: str) -> None:
+    """The answer being built shows ``what`` older than it is (a 404, a stale status, no cancel)."""
+    holder = LAGGED_ANSWER.get()
+    if holder is not None:
+        holder.append(what)
 
 
 class Replica:
@@ -39,6 +52,13 @@ class Replica:
         self._born: dict[tuple[str, str], tuple[float, str]] = {}
         self._task_history: dict[str, list[tuple[float, str, tuple[Any, ...]]]] = {}
         self._cancels: dict[str, tuple[float, str]] = {}
+
+    def set_lag(self, lag: float) -> None:
+        """Change the lag from now on (what was recorded before keeps its dates)."""
+        if lag < 0:
+            raise ValueError(f"replication_lag must be >= 0 seconds, got {lag!r}")
+        with self._lock:
+            self.lag = lag
 
     @property
     def enabled(self) -> bool:
@@ -57,7 +77,10 @@ class Replica:
             return True
         with self._lock:
             born = self._born.get((kind, key))
-        return born is None or born[1] == org or self._clock() - born[0] >= self.lag
+        if born is None or born[1] == org or self._clock() - born[0] >= self.lag:
+            return True
+        _note_lagged(f"{kind} {key} not received")
+        return False
 
     def observe(self, plan: dict[str, Any], tasks: list[dict[str, Any]]) -> None:
         """Record the task changes (and a cancel) a plan refresh is about to publish."""
@@ -89,7 +112,11 @@ class Replica:
             else:
                 break
         if seen is None:
-            return task if not history else {**task, **dict(zip(_TASK_FIELDS, history[0][2], strict=True))}
+            if not history:
+                return task
+            seen = history[0][2]
+        if seen != tuple(task.get(f) for f in _TASK_FIELDS):
+            _note_lagged(f"ComputeTask {task['key']} stale")
         return {**task, **dict(zip(_TASK_FIELDS, seen, strict=True))}
 
     def plan_view(self, plan: dict[str, Any], tasks: list[dict[str, Any]], org: str) -> dict[str, Any]:
@@ -102,5 +129,7 @@ class Replica:
             cancel = self._cancels.get(plan["key"])
         if cancel and cancel[1] != org and moment - cancel[0] < self.lag:
             view["_cancelled"] = None
-        derive_plan(view, [self.task_view(t, org) for t in tasks if self.visible("task", t["key"], org)])
+            _note_lagged(f"ComputePlan {plan['key']} cancel not received")
+        # the kind api.py records tasks under (a different name would make every task visible at once)
+        derive_plan(view, [self.task_view(t, org) for t in tasks if self.visible("ComputeTask", t["key"], org)])
         return view
