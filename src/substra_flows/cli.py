@@ -49,11 +49,12 @@ def _local_node(args: argparse.Namespace) -> int:
         )
     sys.stdout.flush()
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # SIGINT too: a shell starts background jobs with SIGINT ignored, and then Python never raises
+    # KeyboardInterrupt (`kill -INT` would not stop a node started with `&`)
+    for stopping in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stopping, lambda *_: stop.set())
     try:
         stop.wait()
-    except KeyboardInterrupt:
-        pass
     finally:
         node.stop()
     return 0
